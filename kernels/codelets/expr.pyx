@@ -1,0 +1,608 @@
+"""Expression codelet: the popops-style elementwise vertex.
+
+Every elementwise HLO op (alone or fused into an expression) runs through this one codelet. An expression is
+a small register program (see kernels/expr_ops.py for the opcode table, shared with the compiler). Each vertex
+evaluates the program over ``n`` elements of its tile's memory in blocks of BLOCK elements: slots hold a block of
+values as doubles (float types) or int64 (integer types and pred), rounded or wrapped to their element type
+after every operation so that f16/f32/s32 results match the device's precision.
+"""
+from cython.parallel cimport prange, parallel
+from libc.stdlib cimport malloc, free
+from libc.math cimport (exp, expm1, log, log1p, tanh, sqrt, cbrt, sin, cos, tan, floor, ceil, round, nearbyint,
+                        fabs, pow, atan2, fmod, isfinite, isnan, erf, fmax, fmin, copysign)
+from libc.stdint cimport int64_t, uint64_t, uint8_t, int32_t, uint32_t
+from ._common cimport *
+
+DEF BLOCK = 256
+
+cdef enum:
+    OP_LOAD = 0
+    OP_CONST = 1
+    OP_COPY = 2
+    OP_CONVERT = 3
+    OP_NEG = 4
+    OP_ABS = 5
+    OP_EXP = 6
+    OP_EXPM1 = 7
+    OP_LOG = 8
+    OP_LOG1P = 9
+    OP_LOGISTIC = 10
+    OP_TANH = 11
+    OP_SQRT = 12
+    OP_RSQRT = 13
+    OP_CBRT = 14
+    OP_SIN = 15
+    OP_COS = 16
+    OP_TAN = 17
+    OP_FLOOR = 18
+    OP_CEIL = 19
+    OP_ROUND_AFZ = 20
+    OP_ROUND_EVEN = 21
+    OP_SIGN = 22
+    OP_NOT = 23
+    OP_ISFINITE = 24
+    OP_ERF = 25
+    OP_POPCNT = 26
+    OP_CLZ = 27
+    OP_ADD = 40
+    OP_SUB = 41
+    OP_MUL = 42
+    OP_DIV = 43
+    OP_REM = 44
+    OP_MAX = 45
+    OP_MIN = 46
+    OP_POW = 47
+    OP_ATAN2 = 48
+    OP_AND = 49
+    OP_OR = 50
+    OP_XOR = 51
+    OP_SHL = 52
+    OP_SHR_L = 53
+    OP_SHR_A = 54
+    OP_EQ = 60
+    OP_NE = 61
+    OP_LT = 62
+    OP_LE = 63
+    OP_GT = 64
+    OP_GE = 65
+    OP_SELECT = 70
+    OP_CLAMP = 71
+    OP_BITCAST = 72
+
+
+cdef inline int bits_of(int dt) noexcept nogil:
+    if dt == DT_S64 or dt == DT_U64 or dt == DT_F64:
+        return 64
+    if dt == DT_S32 or dt == DT_U32 or dt == DT_F32:
+        return 32
+    if dt == DT_S16 or dt == DT_U16 or dt == DT_F16:
+        return 16
+    return 8
+
+
+cdef inline uint64_t low_mask(int sh) noexcept nogil:
+    if sh >= 64:
+        return ~(<uint64_t>0)
+    return ((<uint64_t>1) << sh) - 1
+
+
+cdef inline bint is_unsigned(int dt) noexcept nogil:
+    return dt == DT_U8 or dt == DT_U16 or dt == DT_U32 or dt == DT_U64 or dt == DT_PRED
+
+
+cdef inline int64_t float_to_int(double v, int dt) noexcept nogil:
+    # XLA/TF: NaN -> 0, out-of-range saturates, truncation toward zero
+    cdef double lo, hi
+    if isnan(v):
+        return 0
+    if dt == DT_S32:
+        lo = -2147483648.0
+        hi = 2147483647.0
+    elif dt == DT_U32:
+        lo = 0.0
+        hi = 4294967295.0
+    elif dt == DT_S8:
+        lo = -128.0
+        hi = 127.0
+    elif dt == DT_U8:
+        lo = 0.0
+        hi = 255.0
+    elif dt == DT_S16:
+        lo = -32768.0
+        hi = 32767.0
+    elif dt == DT_U16:
+        lo = 0.0
+        hi = 65535.0
+    elif dt == DT_PRED:
+        return 1 if v != 0.0 else 0
+    else:
+        if v >= 9.2233720368547758e18:
+            return <int64_t>(low_mask(63))
+        if v <= -9.2233720368547758e18:
+            return <int64_t>(~low_mask(63))
+        return <int64_t>v
+    if v < lo:
+        v = lo
+    if v > hi:
+        v = hi
+    return <int64_t>v
+
+
+cdef inline double bits_to_float(int64_t v, int dt) noexcept nogil:
+    cdef uint32_t u32
+    cdef float f
+    cdef double d
+    if dt == DT_F32:
+        u32 = <uint32_t>v
+        memcpy(&f, &u32, 4)
+        return f
+    if dt == DT_F16:
+        return tfipu_half_to_float(<uint16_t>v)
+    memcpy(&d, &v, 8)
+    return d
+
+
+cdef inline int64_t float_to_bits(double v, int dt) noexcept nogil:
+    cdef float f
+    cdef uint32_t u32
+    cdef int64_t i64
+    if dt == DT_F32:
+        f = <float>v
+        memcpy(&u32, &f, 4)
+        return u32
+    if dt == DT_F16:
+        return tfipu_float_to_half(<float>v)
+    memcpy(&i64, &v, 8)
+    return i64
+
+
+cdef inline int64_t idiv(int64_t a, int64_t b, int dt) noexcept nogil:
+    # XLA: x / 0 = -1 (all bits set); INT_MIN / -1 = INT_MIN; otherwise truncation toward zero
+    if b == 0:
+        return wrap_i(-1, dt)
+    if dt == DT_U64:
+        return <int64_t>(<uint64_t>a / <uint64_t>b)
+    if b == -1 and not is_unsigned(dt):
+        return wrap_i(<int64_t>(0 - <uint64_t>a), dt)
+    return a / b
+
+
+cdef inline int64_t irem(int64_t a, int64_t b, int dt) noexcept nogil:
+    # XLA: x % 0 = x; INT_MIN % -1 = 0; sign follows the dividend
+    if b == 0:
+        return a
+    if b == -1 and not is_unsigned(dt):
+        return 0
+    if dt == DT_U64:
+        return <int64_t>(<uint64_t>a % <uint64_t>b)
+    return a % b
+
+
+cdef inline int64_t popcount64(uint64_t x) noexcept nogil:
+    cdef int64_t c = 0
+    while x:
+        x &= x - 1
+        c += 1
+    return c
+
+
+cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
+                      const uint8_t* const* in_ptrs, const int64_t* in_step, const int32_t* in_dt,
+                      const double[::1] fconst, const int64_t[::1] iconst) noexcept nogil:
+    """Evaluate the program over n (<= BLOCK) elements; results stay in the slots."""
+    cdef Py_ssize_t pc, j
+    cdef int op, dst, a, b, c, dtd, dts, sh
+    cdef double* fd
+    cdef double* fa
+    cdef double* fb
+    cdef double* fc
+    cdef int64_t* id_
+    cdef int64_t* ia
+    cdef int64_t* ib
+    cdef int64_t* ic
+    cdef const uint8_t* p
+    cdef int64_t step
+    cdef bint flt, sflt
+    cdef double x
+    for pc in range(code.shape[0]):
+        op = <int>code[pc, 0]
+        dst = <int>code[pc, 1]
+        a = <int>code[pc, 2]
+        b = <int>code[pc, 3]
+        c = <int>code[pc, 4]
+        dtd = <int>code[pc, 5]
+        dts = <int>code[pc, 6]
+        flt = is_float(dtd)
+        sflt = is_float(dts)
+        fd = F + dst * BLOCK
+        id_ = I + dst * BLOCK
+        fa = F + a * BLOCK
+        ia = I + a * BLOCK
+        fb = F + b * BLOCK
+        ib = I + b * BLOCK
+        fc = F + c * BLOCK
+        ic = I + c * BLOCK
+        if op == OP_LOAD:
+            p = in_ptrs[a]
+            step = in_step[a]
+            if flt:
+                if dtd == DT_F32 and step == 4:
+                    for j in range(n):
+                        fd[j] = (<const float*>p)[j]
+                else:
+                    for j in range(n):
+                        fd[j] = load_f(p + j * step, dtd)
+            else:
+                for j in range(n):
+                    id_[j] = load_i(p + j * step, dtd)
+        elif op == OP_CONST:
+            if flt:
+                for j in range(n):
+                    fd[j] = fconst[a]
+            else:
+                for j in range(n):
+                    id_[j] = iconst[a]
+        elif op == OP_COPY:
+            for j in range(n):
+                fd[j] = fa[j]
+                id_[j] = ia[j]
+        elif op == OP_CONVERT:
+            if flt and sflt:
+                for j in range(n):
+                    fd[j] = round_f(fa[j], dtd)
+            elif flt:
+                if is_unsigned(dts) and dts == DT_U64:
+                    for j in range(n):
+                        fd[j] = round_f(<double>(<uint64_t>ia[j]), dtd)
+                else:
+                    for j in range(n):
+                        fd[j] = round_f(<double>ia[j], dtd)
+            elif sflt:
+                for j in range(n):
+                    id_[j] = float_to_int(fa[j], dtd)
+            else:
+                for j in range(n):
+                    id_[j] = wrap_i(ia[j], dtd) if dtd != DT_PRED else (1 if ia[j] != 0 else 0)
+        elif op == OP_BITCAST:
+            if flt and not sflt:
+                for j in range(n):
+                    fd[j] = bits_to_float(ia[j], dtd)
+            elif sflt and not flt:
+                for j in range(n):
+                    id_[j] = wrap_i(float_to_bits(fa[j], dts), dtd)
+            else:
+                for j in range(n):
+                    fd[j] = fa[j]
+                    id_[j] = ia[j]
+        elif op < OP_ADD:
+            # ---- unary
+            if flt:
+                if op == OP_NEG:
+                    for j in range(n):
+                        fd[j] = -fa[j]
+                elif op == OP_ABS:
+                    for j in range(n):
+                        fd[j] = fabs(fa[j])
+                elif op == OP_EXP:
+                    for j in range(n):
+                        fd[j] = round_f(exp(fa[j]), dtd)
+                elif op == OP_EXPM1:
+                    for j in range(n):
+                        fd[j] = round_f(expm1(fa[j]), dtd)
+                elif op == OP_LOG:
+                    for j in range(n):
+                        fd[j] = round_f(log(fa[j]), dtd)
+                elif op == OP_LOG1P:
+                    for j in range(n):
+                        fd[j] = round_f(log1p(fa[j]), dtd)
+                elif op == OP_LOGISTIC:
+                    for j in range(n):
+                        fd[j] = round_f(1.0 / (1.0 + exp(-fa[j])), dtd)
+                elif op == OP_TANH:
+                    for j in range(n):
+                        fd[j] = round_f(tanh(fa[j]), dtd)
+                elif op == OP_SQRT:
+                    for j in range(n):
+                        fd[j] = round_f(sqrt(fa[j]), dtd)
+                elif op == OP_RSQRT:
+                    for j in range(n):
+                        fd[j] = round_f(1.0 / sqrt(fa[j]), dtd)
+                elif op == OP_CBRT:
+                    for j in range(n):
+                        fd[j] = round_f(cbrt(fa[j]), dtd)
+                elif op == OP_SIN:
+                    for j in range(n):
+                        fd[j] = round_f(sin(fa[j]), dtd)
+                elif op == OP_COS:
+                    for j in range(n):
+                        fd[j] = round_f(cos(fa[j]), dtd)
+                elif op == OP_TAN:
+                    for j in range(n):
+                        fd[j] = round_f(tan(fa[j]), dtd)
+                elif op == OP_FLOOR:
+                    for j in range(n):
+                        fd[j] = floor(fa[j])
+                elif op == OP_CEIL:
+                    for j in range(n):
+                        fd[j] = ceil(fa[j])
+                elif op == OP_ROUND_AFZ:
+                    for j in range(n):
+                        fd[j] = round(fa[j])
+                elif op == OP_ROUND_EVEN:
+                    for j in range(n):
+                        fd[j] = nearbyint(fa[j])
+                elif op == OP_SIGN:
+                    for j in range(n):
+                        x = fa[j]
+                        fd[j] = x if (isnan(x) or x == 0.0) else copysign(1.0, x)
+                elif op == OP_ERF:
+                    for j in range(n):
+                        fd[j] = round_f(erf(fa[j]), dtd)
+            elif op == OP_ISFINITE:
+                for j in range(n):
+                    id_[j] = 1 if isfinite(fa[j]) else 0
+            else:
+                if op == OP_NEG:
+                    for j in range(n):
+                        id_[j] = wrap_i(-ia[j], dtd)
+                elif op == OP_ABS:
+                    for j in range(n):
+                        id_[j] = wrap_i(ia[j] if ia[j] >= 0 else -ia[j], dtd)
+                elif op == OP_SIGN:
+                    for j in range(n):
+                        id_[j] = (ia[j] > 0) - (ia[j] < 0)
+                elif op == OP_NOT:
+                    if dtd == DT_PRED:
+                        for j in range(n):
+                            id_[j] = 0 if ia[j] else 1
+                    else:
+                        for j in range(n):
+                            id_[j] = wrap_i(~ia[j], dtd)
+                elif op == OP_POPCNT:
+                    sh = bits_of(dtd)
+                    for j in range(n):
+                        id_[j] = popcount64(<uint64_t>ia[j] & low_mask(sh))
+                elif op == OP_CLZ:
+                    sh = bits_of(dtd)
+                    for j in range(n):
+                        step = 0
+                        while step < sh and not ((<uint64_t>ia[j] >> (sh - 1 - step)) & 1):
+                            step = step + 1
+                        id_[j] = step
+                elif op == OP_FLOOR or op == OP_CEIL or op == OP_ROUND_AFZ or op == OP_ROUND_EVEN:
+                    for j in range(n):
+                        id_[j] = ia[j]
+        elif op < OP_EQ:
+            # ---- binary
+            if flt:
+                if op == OP_ADD:
+                    for j in range(n):
+                        fd[j] = round_f(fa[j] + fb[j], dtd)
+                elif op == OP_SUB:
+                    for j in range(n):
+                        fd[j] = round_f(fa[j] - fb[j], dtd)
+                elif op == OP_MUL:
+                    for j in range(n):
+                        fd[j] = round_f(fa[j] * fb[j], dtd)
+                elif op == OP_DIV:
+                    for j in range(n):
+                        fd[j] = round_f(fa[j] / fb[j], dtd)
+                elif op == OP_REM:
+                    for j in range(n):
+                        fd[j] = round_f(fmod(fa[j], fb[j]), dtd)
+                elif op == OP_MAX:
+                    # XLA propagates NaN through max/min
+                    for j in range(n):
+                        fd[j] = fa[j] if (isnan(fa[j]) or fa[j] > fb[j]) else fb[j]
+                elif op == OP_MIN:
+                    for j in range(n):
+                        fd[j] = fa[j] if (isnan(fa[j]) or fa[j] < fb[j]) else fb[j]
+                elif op == OP_POW:
+                    for j in range(n):
+                        fd[j] = round_f(pow(fa[j], fb[j]), dtd)
+                elif op == OP_ATAN2:
+                    for j in range(n):
+                        fd[j] = round_f(atan2(fa[j], fb[j]), dtd)
+            else:
+                if op == OP_ADD:
+                    for j in range(n):
+                        id_[j] = wrap_i(ia[j] + ib[j], dtd)
+                elif op == OP_SUB:
+                    for j in range(n):
+                        id_[j] = wrap_i(ia[j] - ib[j], dtd)
+                elif op == OP_MUL:
+                    for j in range(n):
+                        id_[j] = wrap_i(<int64_t>(<uint64_t>ia[j] * <uint64_t>ib[j]), dtd)
+                elif op == OP_DIV:
+                    for j in range(n):
+                        id_[j] = wrap_i(idiv(ia[j], ib[j], dtd), dtd)
+                elif op == OP_REM:
+                    for j in range(n):
+                        id_[j] = wrap_i(irem(ia[j], ib[j], dtd), dtd)
+                elif op == OP_MAX:
+                    for j in range(n):
+                        id_[j] = ia[j] if ia[j] > ib[j] else ib[j]
+                elif op == OP_MIN:
+                    for j in range(n):
+                        id_[j] = ia[j] if ia[j] < ib[j] else ib[j]
+                elif op == OP_POW:
+                    for j in range(n):
+                        id_[j] = ipow(ia[j], ib[j], dtd)
+                elif op == OP_AND:
+                    for j in range(n):
+                        id_[j] = ia[j] & ib[j]
+                elif op == OP_OR:
+                    for j in range(n):
+                        id_[j] = ia[j] | ib[j]
+                elif op == OP_XOR:
+                    for j in range(n):
+                        id_[j] = ia[j] ^ ib[j]
+                elif op == OP_SHL:
+                    sh = bits_of(dtd)
+                    for j in range(n):
+                        id_[j] = 0 if (ib[j] < 0 or ib[j] >= sh) else wrap_i(<int64_t>(<uint64_t>ia[j] << ib[j]), dtd)
+                elif op == OP_SHR_L:
+                    sh = bits_of(dtd)
+                    for j in range(n):
+                        id_[j] = 0 if (ib[j] < 0 or ib[j] >= sh) else wrap_i(<int64_t>((<uint64_t>ia[j] & low_mask(sh)) >> ib[j]), dtd)
+                elif op == OP_SHR_A:
+                    sh = bits_of(dtd)
+                    for j in range(n):
+                        id_[j] = wrap_i(ia[j] >> (sh - 1 if (ib[j] < 0 or ib[j] >= sh) else ib[j]), dtd)
+        elif op < OP_SELECT:
+            # ---- compare: operands of type dts, result pred
+            if sflt:
+                if op == OP_EQ:
+                    for j in range(n):
+                        id_[j] = fa[j] == fb[j]
+                elif op == OP_NE:
+                    for j in range(n):
+                        id_[j] = fa[j] != fb[j]
+                elif op == OP_LT:
+                    for j in range(n):
+                        id_[j] = fa[j] < fb[j]
+                elif op == OP_LE:
+                    for j in range(n):
+                        id_[j] = fa[j] <= fb[j]
+                elif op == OP_GT:
+                    for j in range(n):
+                        id_[j] = fa[j] > fb[j]
+                elif op == OP_GE:
+                    for j in range(n):
+                        id_[j] = fa[j] >= fb[j]
+            elif is_unsigned(dts) and dts == DT_U64:
+                for j in range(n):
+                    id_[j] = ucompare(<uint64_t>ia[j], <uint64_t>ib[j], op)
+            else:
+                for j in range(n):
+                    id_[j] = icompare(ia[j], ib[j], op)
+        elif op == OP_SELECT:
+            if flt:
+                for j in range(n):
+                    fd[j] = fb[j] if ia[j] else fc[j]
+            else:
+                for j in range(n):
+                    id_[j] = ib[j] if ia[j] else ic[j]
+        elif op == OP_CLAMP:
+            # clamp(lo=a, x=b, hi=c)
+            if flt:
+                for j in range(n):
+                    x = fb[j]
+                    if x < fa[j]:
+                        x = fa[j]
+                    if x > fc[j]:
+                        x = fc[j]
+                    fd[j] = x
+            else:
+                for j in range(n):
+                    step = ib[j]
+                    if step < ia[j]:
+                        step = ia[j]
+                    if step > ic[j]:
+                        step = ic[j]
+                    id_[j] = step
+
+
+cdef inline int64_t icompare(int64_t x, int64_t y, int op) noexcept nogil:
+    if op == OP_EQ:
+        return x == y
+    if op == OP_NE:
+        return x != y
+    if op == OP_LT:
+        return x < y
+    if op == OP_LE:
+        return x <= y
+    if op == OP_GT:
+        return x > y
+    return x >= y
+
+
+cdef inline int64_t ucompare(uint64_t x, uint64_t y, int op) noexcept nogil:
+    if op == OP_EQ:
+        return x == y
+    if op == OP_NE:
+        return x != y
+    if op == OP_LT:
+        return x < y
+    if op == OP_LE:
+        return x <= y
+    if op == OP_GT:
+        return x > y
+    return x >= y
+
+
+cdef inline int64_t ipow(int64_t base, int64_t e, int dt) noexcept nogil:
+    # XLA integer power: negative exponents give 0 (or 1 for base 1, +-1 for base -1)
+    cdef int64_t r = 1
+    if e < 0:
+        if base == 1:
+            return 1
+        if base == -1:
+            return 1 if (e % 2 == 0) else -1
+        return 0
+    while e > 0:
+        if e & 1:
+            r = <int64_t>(<uint64_t>r * <uint64_t>base)
+        base = <int64_t>(<uint64_t>base * <uint64_t>base)
+        e >>= 1
+    return wrap_i(r, dt)
+
+
+def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_t[:, ::1] code,
+                   const int32_t[::1] in_dt, const int64_t[::1] in_scalar, int out_dt, int out_slot,
+                   int nslots, const double[::1] fconst, const int64_t[::1] iconst):
+    """Run one compute set of expression vertices.
+
+    records[v] = [n, out_addr, in_addr_0, ..., in_addr_k]: vertex v evaluates ``n`` elements; addresses are
+    absolute byte addresses in ``mem`` (tile base + offset). ``in_scalar[i]`` is 1 when input i is a single
+    element used for every output element. Vertices write disjoint outputs, so they run in parallel.
+    """
+    cdef Py_ssize_t nv = records.shape[0], nin = in_dt.shape[0]
+    cdef Py_ssize_t v, i, start, cnt
+    cdef double* F
+    cdef int64_t* I
+    cdef const uint8_t** ptrs
+    cdef int64_t* steps
+    cdef uint8_t* base = &mem[0]
+    cdef uint8_t* out
+    cdef int osz = elem_size(out_dt)
+    cdef Py_ssize_t j
+    cdef int64_t isz
+    if nv == 0:
+        return
+    with nogil, parallel():
+        F = <double*>malloc(sizeof(double) * BLOCK * nslots)
+        I = <int64_t*>malloc(sizeof(int64_t) * BLOCK * nslots)
+        ptrs = <const uint8_t**>malloc(sizeof(uint8_t*) * (nin + 1))
+        steps = <int64_t*>malloc(sizeof(int64_t) * (nin + 1))
+        for v in prange(nv, schedule='dynamic'):
+            start = 0
+            while start < records[v, 0]:
+                cnt = records[v, 0] - start
+                if cnt > BLOCK:
+                    cnt = BLOCK
+                for i in range(nin):
+                    isz = elem_size(in_dt[i])
+                    steps[i] = 0 if in_scalar[i] else isz
+                    ptrs[i] = base + records[v, 2 + i] + (0 if in_scalar[i] else start * isz)
+                run_program(code, F, I, <int>cnt, ptrs, steps, &in_dt[0], fconst, iconst)
+                out = base + records[v, 1] + start * osz
+                if is_float(out_dt):
+                    if out_dt == DT_F32:
+                        for j in range(cnt):
+                            (<float*>out)[j] = <float>F[out_slot * BLOCK + j]
+                    else:
+                        for j in range(cnt):
+                            store_f(out + j * osz, out_dt, F[out_slot * BLOCK + j])
+                else:
+                    for j in range(cnt):
+                        store_i(out + j * osz, out_dt, I[out_slot * BLOCK + j])
+                start = start + cnt
+        free(F)
+        free(I)
+        free(ptrs)
+        free(steps)
+
+
+cdef inline int elem_size(int dt) noexcept nogil:
+    return bits_of(dt) // 8 if dt != DT_PRED else 1

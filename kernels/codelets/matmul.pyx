@@ -1,0 +1,94 @@
+"""Matrix-multiply codelet (the tile's accumulating matrix product unit).
+
+Each vertex multiplies row-major blocks held in its own tile's memory: C[M,N] = A[M,K] @ B[K,N].
+f32 and f64 go through SciPy's BLAS (one BLAS thread per host core, vertices in parallel); f16 operands are
+widened to f32 and accumulated in f32, as the AMP does with FP32 partials; integers accumulate in int64.
+"""
+from cython.parallel cimport prange, parallel
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport int64_t, uint8_t, int32_t
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+from ._common cimport *
+
+
+cdef void gemm_f32(const float* A, const float* B, float* C, int M, int N, int K) noexcept nogil:
+    cdef char t = b'N'
+    cdef float one = 1.0, zero = 0.0
+    if M == 0 or N == 0:
+        return
+    if K == 0:
+        for i in range(M * N):
+            C[i] = 0.0
+        return
+    # row-major C = A B  is column-major C^T = B^T A^T
+    sgemm(&t, &t, &N, &M, &K, &one, <float*>B, &N, <float*>A, &K, &zero, C, &N)
+
+
+cdef void gemm_f64(const double* A, const double* B, double* C, int M, int N, int K) noexcept nogil:
+    cdef char t = b'N'
+    cdef double one = 1.0, zero = 0.0
+    if M == 0 or N == 0:
+        return
+    if K == 0:
+        for i in range(M * N):
+            C[i] = 0.0
+        return
+    dgemm(&t, &t, &N, &M, &K, &one, <double*>B, &N, <double*>A, &K, &zero, C, &N)
+
+
+cdef void gemm_generic(const uint8_t* A, const uint8_t* B, uint8_t* C, int M, int N, int K,
+                       int in_dt, int out_dt) noexcept nogil:
+    # widen any element type to float (f16) or int64 (integers), accumulate, store in out_dt
+    cdef float* fa
+    cdef float* fb
+    cdef float* fc
+    cdef Py_ssize_t i, j, k
+    cdef int isz = elem_bytes(in_dt), osz = elem_bytes(out_dt)
+    cdef int64_t acc
+    if is_float(in_dt):
+        fa = <float*>malloc(sizeof(float) * (M * K + K * N + M * N + 1))
+        fb = fa + M * K
+        fc = fb + K * N
+        for i in range(M * K):
+            fa[i] = <float>load_f(A + i * isz, in_dt)
+        for i in range(K * N):
+            fb[i] = <float>load_f(B + i * isz, in_dt)
+        gemm_f32(fa, fb, fc, M, N, K)
+        for i in range(M * N):
+            store_f(C + i * osz, out_dt, fc[i])
+        free(fa)
+    else:
+        for i in range(M):
+            for j in range(N):
+                acc = 0
+                for k in range(K):
+                    acc = acc + load_i(A + (i * K + k) * isz, in_dt) * load_i(B + (k * N + j) * isz, in_dt)
+                store_i(C + (i * N + j) * osz, out_dt, wrap_i(acc, out_dt))
+
+
+cdef inline int elem_bytes(int dt) noexcept nogil:
+    if dt == DT_PRED or dt == DT_S8 or dt == DT_U8:
+        return 1
+    if dt == DT_S16 or dt == DT_U16 or dt == DT_F16:
+        return 2
+    if dt == DT_S32 or dt == DT_U32 or dt == DT_F32:
+        return 4
+    return 8
+
+
+def run_matmul(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int out_dt):
+    """records[v] = [a_addr, b_addr, c_addr, M, N, K] (absolute byte addresses, row-major blocks)."""
+    cdef Py_ssize_t nv = records.shape[0], v
+    cdef uint8_t* base = &mem[0]
+    if nv == 0:
+        return
+    for v in prange(nv, nogil=True, schedule='dynamic'):
+        if in_dt == DT_F32 and out_dt == DT_F32:
+            gemm_f32(<float*>(base + records[v, 0]), <float*>(base + records[v, 1]),
+                     <float*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5])
+        elif in_dt == DT_F64 and out_dt == DT_F64:
+            gemm_f64(<double*>(base + records[v, 0]), <double*>(base + records[v, 1]),
+                     <double*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5])
+        else:
+            gemm_generic(base + records[v, 0], base + records[v, 1], base + records[v, 2],
+                         <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], in_dt, out_dt)

@@ -1,0 +1,98 @@
+"""The device program: plain data that the engine runs, the exporter writes and the reports read.
+
+Poplar's program tree, simplified: a Sequence of steps; Execute(compute set) runs vertices on their tiles;
+Copy moves bytes between tiles (exchange) or within a tile; Repeat loops; If branches on a device predicate;
+StreamIn/StreamOut move host buffers. Addresses are absolute byte addresses into device memory (tile index x
+tile memory + offset) once the executable is finalised; before that they are symbolic (block << 32 | offset).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class VertexGroup:
+    """Vertices of one codelet in a compute set. ``records`` rows are that codelet's vertex fields."""
+    codelet: str                       # 'expr', 'matmul', 'reduce', 'rng'
+    records: np.ndarray                # int64 [vertices, fields]
+    addr_cols: tuple[int, ...]         # which record columns hold addresses
+    tiles: np.ndarray                  # int32 [vertices]: the tile each vertex runs on
+    cycles: np.ndarray                 # int64 [vertices]: estimated tile cycles of each vertex
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ComputeSet:
+    name: str
+    groups: list[VertexGroup]
+    origin: str = ""                   # the HLO instruction / TF op it implements
+
+
+@dataclass
+class Execute:
+    cs: ComputeSet
+    tile_cycles: np.ndarray | None = None     # per tile, filled in when finalised
+
+    @property
+    def name(self) -> str:
+        return self.cs.name
+
+
+@dataclass
+class Copy:
+    """A fixed copy list: rows of [dst_addr, src_addr, nbytes]."""
+    name: str
+    rows: np.ndarray
+    origin: str = ""
+    exchange_cycles: int = 0           # filled in when finalised
+    local_cycles: int = 0
+    exchange_bytes: int = 0
+
+
+@dataclass
+class Sequence:
+    steps: list = field(default_factory=list)
+
+
+@dataclass
+class Repeat:
+    count: int
+    body: Sequence
+
+
+@dataclass
+class If:
+    cond_addr: int                      # address of a pred byte
+    then_body: Sequence
+    else_body: Sequence
+
+
+@dataclass
+class StreamIn:
+    """Host -> device: ``rows`` of [dev_addr, host_offset, nbytes] fill a tensor from input ``index``."""
+    index: int
+    rows: np.ndarray
+    nbytes: int
+    cycles: int = 0
+
+
+@dataclass
+class StreamOut:
+    index: int
+    rows: np.ndarray
+    nbytes: int
+    cycles: int = 0
+
+
+def walk(seq: Sequence):
+    """Every step of a program tree, depth first, with loops and branches entered once."""
+    for step in seq.steps:
+        yield step
+        if isinstance(step, Repeat):
+            yield from walk(step.body)
+        elif isinstance(step, If):
+            yield from walk(step.then_body)
+            yield from walk(step.else_body)

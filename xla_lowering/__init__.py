@@ -1,0 +1,1 @@
+"""HLO IR -> passes -> lowering -> IPU program. Never imports TensorFlow."""

@@ -1,0 +1,103 @@
+"""Compile elementwise HLO (one instruction or a fused computation) into an expression-codelet program.
+
+The program is rows of [op, dst, a, b, c, dst_dtype, src_dtype] (see kernels/expr_ops.py). Each HLO value gets a
+slot; parameters load the vertex's inputs, rank-0 constants become immediates, broadcasts of rank-0 values
+are free (a slot holds a block of equal values).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels import dtypes
+from kernels.expr_ops import BINARY, OPS, UNARY
+
+from ..errors import UnsupportedOpError
+from ..hlo.ir import Computation, Instruction
+
+ELEMENTWISE = (UNARY | BINARY | {"compare", "select", "clamp", "convert"}) - {"const", "load", "copy"}
+
+
+@dataclass
+class ExprProgram:
+    code: np.ndarray            # int64 [rows, 7]
+    nslots: int
+    out_slot: int
+    out_dtype: str
+    in_dtypes: list[str]
+    fconst: np.ndarray
+    iconst: np.ndarray
+    ops: list[str]              # op names, for the cycle estimate
+
+
+def compile_computation(comp: Computation) -> ExprProgram:
+    """A fused expression: parameters are the vertex inputs in order."""
+    params = comp.parameters
+    return _compile(comp.instructions, comp.root, {p: p.attrs["number"] for p in params},
+                    [p.shape.dtype for p in params])
+
+
+def compile_instruction(inst: Instruction) -> ExprProgram:
+    """A single elementwise instruction: its operands are the vertex inputs in order."""
+    loads = {}
+    for op in inst.operands:
+        loads.setdefault(op, len(loads))
+    ordered = sorted(loads, key=loads.get)
+    return _compile(ordered + [inst], inst, loads, [o.shape.dtype for o in ordered])
+
+
+def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProgram:
+    slot: dict[Instruction, int] = {}
+    rows, ops = [], []
+    fconst, iconst = [], []
+
+    def emit(op, dst, a=0, b=0, c=0, dtd="f32", dts="f32"):
+        rows.append([OPS[op], dst, a, b, c, dtypes.code(dtd), dtypes.code(dts)])
+        ops.append(op)
+
+    for inst in instructions:
+        dst = len(slot)
+        dt = inst.shape.dtype
+        opc = inst.opcode
+        if inst in inputs:
+            emit("load", dst, inputs[inst], dtd=dt, dts=dt)
+        elif opc == "constant":
+            if inst.shape.size != 1:
+                raise UnsupportedOpError(inst, "only one-element constants can be part of an expression")
+            v = np.asarray(inst.attrs["value"]).reshape(-1)[0]
+            if dtypes.is_float(dt):
+                fconst.append(float(v))
+                emit("const", dst, len(fconst) - 1, dtd=dt, dts=dt)
+            else:
+                iconst.append(int(v))
+                emit("const", dst, len(iconst) - 1, dtd=dt, dts=dt)
+        elif opc in ("broadcast", "reshape", "bitcast", "copy") and inst.operands[0].shape.size == 1:
+            slot[inst] = slot[inst.operands[0]]
+            continue
+        elif opc == "parameter":
+            raise UnsupportedOpError(inst, "parameter is not an input of this expression")
+        else:
+            a = [slot[o] for o in inst.operands]
+            src = inst.operands[0].shape.dtype if inst.operands else dt
+            if opc == "compare":
+                emit(inst.attrs["direction"], dst, a[0], a[1], dtd="pred", dts=src)
+            elif opc == "select":
+                emit("select", dst, a[0], a[1], a[2], dtd=dt, dts=inst.operands[1].shape.dtype)
+            elif opc == "clamp":
+                emit("clamp", dst, a[0], a[1], a[2], dtd=dt, dts=dt)
+            elif opc in ("convert", "bitcast-convert"):
+                if opc == "bitcast-convert" and dtypes.itemsize(src) != dtypes.itemsize(dt):
+                    raise UnsupportedOpError(inst, "bitcast-convert between types of different sizes")
+                emit(opc, dst, a[0], dtd=dt, dts=src)
+            elif opc in UNARY:
+                emit(opc, dst, a[0], dtd=dt, dts=src)
+            elif opc in BINARY:
+                emit(opc, dst, a[0], a[1], dtd=dt, dts=src)
+            else:
+                raise UnsupportedOpError(inst, "not an elementwise operation")
+        slot[inst] = dst
+    return ExprProgram(code=np.array(rows, np.int64).reshape(-1, 7), nslots=max(1, len(slot)),
+                       out_slot=slot[root], out_dtype=root.shape.dtype, in_dtypes=in_dtypes,
+                       fconst=np.array(fconst or [0.0], np.float64), iconst=np.array(iconst or [0], np.int64),
+                       ops=ops)

@@ -1,0 +1,100 @@
+"""poplin: dot (matmul with batch and contracting dimensions) through the matmul planner.
+
+The operands are copied into per-tile blocks in the planner's layout (the exchange), each tile multiplies its
+blocks with one AMP vertex per batch element, and the partials are either the result (K not split) or
+reduced over the K parts by the reduction planner.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kernels import cycles as cyc
+from kernels import dtypes
+from kernels.program import VertexGroup
+
+from ..hlo.ir import Shape
+from ..mapping.matmul_plan import plan_matmul
+from ..mapping.tensor import DTensor
+from . import register_lowering
+from .popops_reduce import reduce_rows
+
+
+def _canonical(dims, batch, contract, lhs: bool) -> np.ndarray:
+    """Index map of an operand as [B, M, K] (lhs) or [B, K, N] (rhs)."""
+    free = [d for d in range(len(dims)) if d not in batch and d not in contract]
+    order = list(batch) + (free + list(contract) if lhs else list(contract) + free)
+    iota = np.arange(int(np.prod(dims, dtype=np.int64)), dtype=np.int64).reshape(dims).transpose(order)
+    size = lambda ds: int(np.prod([dims[d] for d in ds], dtype=np.int64))
+    B, F, C = size(batch), size(free), size(contract)
+    return iota.reshape((B, F, C) if lhs else (B, C, F))
+
+
+def _pad(index: np.ndarray, shape) -> np.ndarray:
+    out = np.full(shape, -1, np.int64)
+    out[tuple(slice(0, s) for s in index.shape)] = index
+    return out
+
+
+def _stage(b, operand: DTensor, blocks: np.ndarray, tiles, per_tile: int, name: str, origin: str) -> DTensor:
+    """Copy ``operand`` into per-tile blocks (block index -1: zero padding)."""
+    T = len(tiles)
+    staged = b.add_tensor(Shape(operand.dtype, (T * per_tile,)), tiles, np.arange(T) * per_tile,
+                          np.full(T, per_tile), name, "temporary", origin)
+    flat = blocks.reshape(-1)
+    pad = flat < 0
+    if pad.any():
+        zero = b.constant(np.zeros((), operand.shape.np_dtype), Shape(operand.dtype, ()), f"{name}/zero", origin)
+        b.rearrange(staged, [operand, zero], np.where(pad, 0, flat), pad.astype(np.int64), name=name, origin=origin)
+    else:
+        b.rearrange(staged, [operand], flat, name=name, origin=origin)
+    return staged
+
+
+@register_lowering("dot")
+def lower_dot(ctx, lhs: DTensor, rhs: DTensor):
+    a = ctx.inst.attrs
+    b = ctx.b
+    A = _canonical(lhs.shape.dims, a.get("lhs_batch_dims", ()), a.get("lhs_contracting_dims", ()), True)
+    Bm = _canonical(rhs.shape.dims, a.get("rhs_batch_dims", ()), a.get("rhs_contracting_dims", ()), False)
+    B, M, K = A.shape
+    N = Bm.shape[2]
+    in_dtype = lhs.dtype
+    if rhs.dtype != in_dtype:
+        raise ctx.unsupported(f"dot of {lhs.dtype} and {rhs.dtype} operands")
+    pdt = "f32" if in_dtype in ("f16", "f32") else ("f64" if in_dtype == "f64" else ctx.shape.dtype)
+    p = plan_matmul(b.device, B, M, N, K, lhs.itemsize, in_dtype)
+    T = p.tiles
+    tiles = (np.arange(T, dtype=np.int64) * b.num_tiles) // T
+
+    A = _pad(A, (p.pb * p.Bb, p.pm * p.Mb, p.pk * p.Kb)).reshape(p.pb, p.Bb, p.pm, p.Mb, p.pk, p.Kb)
+    A = np.broadcast_to(A.transpose(0, 2, 4, 1, 3, 5)[:, :, None], (p.pb, p.pm, p.pn, p.pk, p.Bb, p.Mb, p.Kb))
+    Bm = _pad(Bm, (p.pb * p.Bb, p.pk * p.Kb, p.pn * p.Nb)).reshape(p.pb, p.Bb, p.pk, p.Kb, p.pn, p.Nb)
+    Bm = np.broadcast_to(Bm.transpose(0, 4, 2, 1, 3, 5)[:, None], (p.pb, p.pm, p.pn, p.pk, p.Bb, p.Kb, p.Nb))
+    a_st = _stage(b, lhs, A, tiles, p.Bb * p.Mb * p.Kb, f"{ctx.name}/lhs_blocks", ctx.origin)
+    b_st = _stage(b, rhs, Bm, tiles, p.Bb * p.Kb * p.Nb, f"{ctx.name}/rhs_blocks", ctx.origin)
+    per_out = p.Bb * p.Mb * p.Nb
+    partials = b.add_tensor(Shape(pdt, (T * per_out,)), tiles, np.arange(T) * per_out, np.full(T, per_out),
+                            f"{ctx.name}/partials", "activation", ctx.origin)
+
+    t = np.repeat(np.arange(T), p.Bb)
+    bi = np.tile(np.arange(p.Bb), T)
+    isz, psz = lhs.itemsize, dtypes.itemsize(pdt)
+    records = np.stack([a_st.syms[t] + bi * p.Mb * p.Kb * isz, b_st.syms[t] + bi * p.Kb * p.Nb * isz,
+                        partials.syms[t] + bi * p.Mb * p.Nb * psz, np.full(len(t), p.Mb), np.full(len(t), p.Nb),
+                        np.full(len(t), p.Kb)], axis=1).astype(np.int64)
+    group = VertexGroup("matmul", records, addr_cols=(0, 1, 2), tiles=tiles[t],
+                        cycles=cyc.matmul_cycles(b.device, np.full(len(t), p.Mb), np.full(len(t), p.Nb),
+                                                 np.full(len(t), p.Kb), in_dtype),
+                        params=dict(in_dt=dtypes.code(in_dtype), out_dt=dtypes.code(pdt)))
+    b.execute(ctx.name, [group], ctx.origin)
+
+    # where output element (kk, b, m, n) sits in the partials
+    where = np.arange(partials.size, dtype=np.int64).reshape(p.pb, p.pm, p.pn, p.pk, p.Bb, p.Mb, p.Nb)
+    where = where.transpose(3, 0, 4, 1, 5, 2, 6).reshape(p.pk, p.pb * p.Bb, p.pm * p.Mb, p.pn * p.Nb)
+    where = where[:, :B, :M, :N].reshape(p.pk, -1)
+    if p.pk == 1 and pdt == ctx.shape.dtype:
+        return DTensor.from_element_syms(ctx.shape, partials.element_syms()[where[0]], b.block_tiles(), ctx.name,
+                                         "activation", ctx.origin)
+    zero = b.constant(np.zeros((), dtypes.NUMPY[pdt]), Shape(pdt, ()), f"{ctx.name}/zero_acc", ctx.origin)
+    return reduce_rows(b, partials, np.ascontiguousarray(where.T), zero, "add", ctx.shape,
+                       f"{ctx.name}/reduce", ctx.origin)

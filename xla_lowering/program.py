@@ -1,0 +1,166 @@
+"""Building the Poplar-style program: tensors with tile mappings, compute sets, copies, loops, host streams.
+
+The step types themselves are the device's (``kernels.program``): the compiler only builds them. Lowering rules
+call the builder; ``finalize`` (``xla_lowering.mapping.memory``) then plans every tile's memory and turns the
+symbolic addresses into absolute ones.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import numpy as np
+
+from kernels.program import (ComputeSet, Copy, Execute, If, Repeat, Sequence, StreamIn, StreamOut,  # noqa: F401
+                             VertexGroup, walk)
+
+from .hlo.ir import Shape
+from .mapping.linear import linear_pieces
+from .mapping.tensor import OFFSET_BITS, DTensor, copy_runs
+
+BLOCK_ALIGN = 8
+
+
+class ProgramBuilder:
+    """Collects tensors (as per-tile blocks) and program steps for one executable."""
+
+    def __init__(self, device):
+        self.device = device
+        self.num_tiles = device.num_tiles
+        # block table: one entry per (tensor, tile) storage block
+        self._block_tiles: list[np.ndarray] = []
+        self._block_bytes: list[np.ndarray] = []
+        self._block_tensor: list[np.ndarray] = []
+        self.nblocks = 0
+        self.tensors: list[DTensor] = []           # tensors that own blocks, by index
+        self.root = Sequence()
+        self._stack = [self.root]
+        self._rotate = itertools.count()
+        self.constant_inits: list[tuple[DTensor, np.ndarray]] = []
+        self._scalar_cache: dict = {}
+        self._tile_cache = None
+
+    # --- tensors -----------------------------------------------------------------------------------
+    def add_tensor(self, shape: Shape, tiles, starts, counts, name: str, category: str = "activation",
+                   origin: str = "") -> DTensor:
+        """A new tensor whose regions are (tile, first element, count); one block per tile it uses."""
+        tiles = np.asarray(tiles, np.int64)
+        starts = np.asarray(starts, np.int64)
+        counts = np.asarray(counts, np.int64)
+        isz = shape.itemsize
+        tensor_index = len(self.tensors)
+        if len(tiles) == 0:
+            t = DTensor(shape, tiles, starts, counts, counts, name, category, origin)
+            self.tensors.append(t)
+            return t
+        order = np.lexsort((starts, tiles))                 # regions grouped by tile, in element order
+        t_sorted = tiles[order]
+        nbytes = counts[order] * isz
+        first = np.concatenate([[True], t_sorted[1:] != t_sorted[:-1]])
+        block_index = np.cumsum(first) - 1                  # per region: which of this tensor's blocks
+        csum = np.cumsum(nbytes) - nbytes
+        block_start = csum[first]
+        offsets = csum - block_start[block_index]
+        block_tiles = t_sorted[first]
+        block_bytes = np.add.reduceat(nbytes, np.flatnonzero(first))
+        block_ids = self.nblocks + np.arange(len(block_tiles), dtype=np.int64)
+        self.nblocks += len(block_tiles)
+        self._block_tiles.append(block_tiles)
+        self._block_bytes.append(-(-block_bytes // BLOCK_ALIGN) * BLOCK_ALIGN)
+        self._block_tensor.append(np.full(len(block_tiles), tensor_index, np.int64))
+        self._tile_cache = None
+        syms = np.empty(len(tiles), np.int64)
+        syms[order] = (block_ids[block_index] << OFFSET_BITS) + offsets
+        t = DTensor(shape, tiles, starts, counts, syms, name, category, origin)
+        self.tensors.append(t)
+        return t
+
+    def linear(self, shape: Shape, name: str, category: str = "activation", origin: str = "",
+               max_tiles: int | None = None) -> DTensor:
+        first = (next(self._rotate) * 97) % self.num_tiles if shape.nbytes < 64 * 1024 else 0
+        tiles, starts, counts = linear_pieces(shape.size, shape.itemsize, self.num_tiles, first_tile=first,
+                                              max_tiles=max_tiles)
+        return self.add_tensor(shape, tiles, starts, counts, name, category, origin)
+
+    def like(self, other: DTensor, shape: Shape, name: str, category: str = "activation", origin: str = "") -> DTensor:
+        """A new tensor with the same tile mapping as ``other`` (same size; the element type may differ)."""
+        assert shape.size == other.size, (shape, other.shape)
+        return self.add_tensor(shape, other.tiles, other.starts, other.counts, name, category, origin)
+
+    def block_tiles(self) -> np.ndarray:
+        if self._tile_cache is None:
+            self._tile_cache = (np.concatenate(self._block_tiles) if self._block_tiles else np.zeros(0, np.int64))
+        return self._tile_cache
+
+    def block_arrays(self):
+        """(tile, bytes, owning tensor index) of every block."""
+        if not self._block_tiles:
+            z = np.zeros(0, np.int64)
+            return z, z, z
+        return self.block_tiles(), np.concatenate(self._block_bytes), np.concatenate(self._block_tensor)
+
+    def constant(self, value: np.ndarray, shape: Shape, name: str, origin: str = "") -> DTensor:
+        t = self.linear(shape, name, "constant", origin)
+        self.constant_inits.append((t, np.ascontiguousarray(value, dtype=shape.np_dtype).reshape(-1)))
+        return t
+
+    # --- program steps -----------------------------------------------------------------------------
+    def add(self, step) -> None:
+        self._stack[-1].steps.append(step)
+
+    @contextlib.contextmanager
+    def repeat(self, count: int):
+        body = Sequence()
+        self.add(Repeat(count, body))
+        self._stack.append(body)
+        try:
+            yield body
+        finally:
+            self._stack.pop()
+
+    def execute(self, name: str, groups: list[VertexGroup], origin: str = "") -> None:
+        groups = [g for g in groups if len(g.records)]
+        if groups:
+            self.add(Execute(ComputeSet(name, groups, origin)))
+
+    def copy(self, name: str, dst_syms: np.ndarray, src_syms: np.ndarray, itemsize: int, origin: str = "") -> None:
+        rows = copy_runs(dst_syms, src_syms, itemsize)
+        if len(rows):
+            self.add(Copy(name, rows, origin))
+
+    # --- data movement helpers used by many rules --------------------------------------------------
+    def rearrange(self, dst: DTensor, sources: list[DTensor], src_index: np.ndarray, src_which=None,
+                  name: str = "", origin: str = "") -> DTensor:
+        """Fill ``dst`` element i from element ``src_index[i]`` of ``sources[src_which[i]]``."""
+        src_index = np.asarray(src_index, np.int64).reshape(-1)
+        if len(sources) == 1:
+            src_syms = sources[0].element_syms()[src_index]
+        else:
+            table = np.concatenate([s.element_syms() for s in sources])
+            base = np.cumsum([0] + [s.size for s in sources[:-1]])
+            src_syms = table[base[np.asarray(src_which, np.int64).reshape(-1)] + src_index]
+        self.copy(name or f"copy/{dst.name}", dst.element_syms(), src_syms, dst.itemsize, origin)
+        return dst
+
+    def aligned(self, t: DTensor, like: DTensor, name: str, origin: str = "") -> DTensor:
+        """``t`` with the tile mapping of ``like`` (copied when it differs), so vertices see local operands."""
+        if t.same_placement(like):
+            return t
+        out = self.like(like, t.shape, name, "temporary", origin)
+        return self.rearrange(out, [t], np.arange(t.size), name=f"{name}/rearrange", origin=origin)
+
+    def scalar_per_tile(self, s: DTensor, tiles: np.ndarray, origin: str = "") -> DTensor:
+        """Copies of a one-element tensor on each of ``tiles`` (element k on tiles[k]): a broadcast exchange."""
+        key = (id(s), id(self._stack[-1]), tiles.tobytes())
+        hit = self._scalar_cache.get(key)
+        if hit is not None and hit[0] is s:
+            return hit[1]
+        n = len(tiles)
+        out = self.add_tensor(s.shape.with_dims((n,)), tiles, np.arange(n), np.ones(n, np.int64),
+                              f"{s.name}/per_tile", "temporary", origin)
+        self.rearrange(out, [s], np.zeros(n, np.int64), name=f"broadcast/{s.name}", origin=origin)
+        self._scalar_cache[key] = (s, out)
+        return out
+
+    def steps(self):
+        return walk(self.root)

@@ -132,7 +132,7 @@ class Engine:
             elif g.codelet == "matmul":
                 matmul_codelet.run_matmul(mem, g.records, p["in_dt"], p["out_dt"])
             elif g.codelet == "reduce":
-                reduce_codelet.run_reduce(mem, g.records, p["op"], p["in_dt"], p["out_dt"])
+                reduce_codelet.run_reduce(mem, g.records, p["op"], p["in_dt"], p["out_dt"], p["init_dt"])
             elif g.codelet == "rng":
                 # a fresh stream for every run and every rng op, as the tiles' PRNG state advances
                 seed = (int(self.seed) * 1000003 + self.runs * 7919 + p["stream"]) & 0xFFFFFFFFFFFFFFFF

@@ -131,15 +131,28 @@ class ProgramBuilder:
     # --- data movement helpers used by many rules --------------------------------------------------
     def rearrange(self, dst: DTensor, sources: list[DTensor], src_index: np.ndarray, src_which=None,
                   name: str = "", origin: str = "") -> DTensor:
-        """Fill ``dst`` element i from element ``src_index[i]`` of ``sources[src_which[i]]``."""
+        """Fill ``dst`` element i from element ``src_index[i]`` of ``sources[src_which[i]]``.
+
+        A one-element source read by many elements (a padding value, an init value) is first broadcast to
+        the destination tiles, so that one tile does not send the same value thousands of times.
+        """
         src_index = np.asarray(src_index, np.int64).reshape(-1)
-        if len(sources) == 1:
-            src_syms = sources[0].element_syms()[src_index]
-        else:
-            table = np.concatenate([s.element_syms() for s in sources])
-            base = np.cumsum([0] + [s.size for s in sources[:-1]])
-            src_syms = table[base[np.asarray(src_which, np.int64).reshape(-1)] + src_index]
-        self.copy(name or f"copy/{dst.name}", dst.element_syms(), src_syms, dst.itemsize, origin)
+        which = np.zeros(len(src_index), np.int64) if src_which is None else np.asarray(src_which, np.int64).reshape(-1)
+        dst_syms = dst.element_syms()
+        src_syms = np.empty(len(src_index), np.int64)
+        block_tiles = self.block_tiles()
+        for k, s in enumerate(sources):
+            sel = which == k
+            if not sel.any():
+                continue
+            if s.size == 1 and sel.sum() > 1:
+                tiles = block_tiles[dst_syms[sel] >> OFFSET_BITS]
+                used = np.unique(tiles)
+                local = self.scalar_per_tile(s, used, origin)
+                src_syms[sel] = local.syms[np.searchsorted(used, tiles)]
+            else:
+                src_syms[sel] = s.element_syms()[src_index[sel]]
+        self.copy(name or f"copy/{dst.name}", dst_syms, src_syms, dst.itemsize, origin)
         return dst
 
     def aligned(self, t: DTensor, like: DTensor, name: str, origin: str = "") -> DTensor:
@@ -158,7 +171,7 @@ class ProgramBuilder:
         n = len(tiles)
         out = self.add_tensor(s.shape.with_dims((n,)), tiles, np.arange(n), np.ones(n, np.int64),
                               f"{s.name}/per_tile", "temporary", origin)
-        self.rearrange(out, [s], np.zeros(n, np.int64), name=f"broadcast/{s.name}", origin=origin)
+        self.copy(f"broadcast/{s.name}", out.element_syms(), np.repeat(s.element_syms()[:1], n), s.itemsize, origin)
         self._scalar_cache[key] = (s, out)
         return out
 

@@ -50,21 +50,57 @@ def choose_parts(rows: int, row_len: int, num_tiles: int) -> int:
     return 1
 
 
-def _row_tensor(b, rows, row_len, dtype, name, category, origin):
-    tiles, starts, counts = rows_pieces(rows, row_len, b.num_tiles)
-    return b.add_tensor(Shape(dtype, (rows * row_len,)), tiles, starts, counts, name, category, origin)
+def _stage_rows(b, x: DTensor, index: np.ndarray, name: str, origin: str):
+    """Copy x[index] ([rows, width]) into a row tensor with whole rows per tile; returns (tensor, column?).
+
+    Within a tile the rows are stored row after row (row layout) or interleaved (column layout: element k of
+    every row together), whichever keeps the runs of the copy longer, e.g. reducing the last dimension reads
+    rows that are contiguous in x, reducing the first reads columns that are.
+    """
+    rows, width = index.shape
+    tiles, starts, counts = rows_pieces(rows, width, b.num_tiles)
+    t = b.add_tensor(Shape(x.dtype, (rows * width,)), tiles, starts, counts, f"{name}/rows", "temporary", origin)
+    row_breaks = np.count_nonzero(np.diff(index, axis=1) != 1) if width > 1 else 0
+    col_breaks = np.count_nonzero(np.diff(index, axis=0) != 1) * width if rows > 1 else rows * width
+    column = width > 1 and col_breaks < row_breaks
+    if column:
+        region_rows = t.counts // width
+        first_row = t.starts // width
+        region = np.repeat(np.arange(len(t.counts)), region_rows)
+        j = np.arange(rows) - first_row[region]
+        pos = t.starts[region][:, None] + np.arange(width)[None, :] * region_rows[region][:, None] + j[:, None]
+        staged = np.empty(rows * width, np.int64)
+        staged[pos.reshape(-1)] = index.reshape(-1)
+    else:
+        staged = index.reshape(-1)
+    b.rearrange(t, [x], staged, name=f"{name}/gather", origin=origin)
+    return t, column
 
 
-def _reduce_stage(b, src: DTensor, op: str, out_shape: Shape, name: str, origin: str) -> DTensor:
-    """Reduce the rows of ``src`` (a row tensor from ``_row_tensor``) into one value per row."""
+def _reduce_stage(b, src: DTensor, column: bool, op: str, out_shape: Shape, init: DTensor | None, name: str,
+                  origin: str) -> DTensor:
+    """Reduce the rows of a staged row tensor into one value per row (starting from ``init`` if given)."""
     rows = out_shape.size
-    row_len = src.size // max(rows, 1)
-    out = b.add_tensor(out_shape, src.tiles, src.starts // row_len, src.counts // row_len, name, "activation", origin)
-    region_rows = src.counts // row_len
-    records = np.stack([src.syms, out.syms, region_rows, np.full(len(region_rows), row_len)], axis=1).astype(np.int64)
-    group = VertexGroup("reduce", records, addr_cols=(0, 1), tiles=src.tiles,
-                        cycles=cyc.reduce_cycles(b.device, region_rows, np.full(len(region_rows), row_len), src.dtype),
-                        params=dict(op=REDUCE_OPS[op], in_dt=dtypes.code(src.dtype), out_dt=dtypes.code(out_shape.dtype)))
+    width = src.size // max(rows, 1)
+    region_rows = src.counts // max(width, 1) if width else src.counts
+    out = b.add_tensor(out_shape, src.tiles, src.starts // max(width, 1), region_rows, name, "activation", origin)
+    n = len(region_rows)
+    row_stride = np.ones(n, np.int64) if column else np.full(n, width)
+    elem_stride = region_rows if column else np.ones(n, np.int64)
+    cols = [src.syms, out.syms, region_rows, np.full(n, width), row_stride, elem_stride]
+    addr_cols = (0, 1)
+    if init is not None:
+        used = np.unique(src.tiles)
+        local = b.scalar_per_tile(init, used, origin)
+        cols.append(local.syms[np.searchsorted(used, src.tiles)])
+        addr_cols = (0, 1, 6)
+    else:
+        cols.append(np.full(n, -1))
+    records = np.stack(cols, axis=1).astype(np.int64)
+    group = VertexGroup("reduce", records, addr_cols=addr_cols, tiles=src.tiles,
+                        cycles=cyc.reduce_cycles(b.device, region_rows, np.full(n, width), src.dtype),
+                        params=dict(op=REDUCE_OPS[op], in_dt=dtypes.code(src.dtype), out_dt=dtypes.code(out_shape.dtype),
+                                    init_dt=dtypes.code(init.dtype if init is not None else src.dtype)))
     b.execute(name, [group], origin)
     return out
 
@@ -76,21 +112,12 @@ def reduce_rows(b, x: DTensor, index: np.ndarray, init: DTensor, op: str, out_sh
     parts = choose_parts(rows, row_len, b.num_tiles)
     src, src_index = x, index
     if parts > 1:
-        part_len = row_len // parts
-        staged = _row_tensor(b, rows * parts, part_len, x.dtype, f"{name}/rows", "temporary", origin)
-        b.rearrange(staged, [x], index.reshape(-1), name=f"{name}/gather", origin=origin)
-        src = _reduce_stage(b, staged, op, Shape(partial_dtype(x.dtype), (rows * parts,)), f"{name}/partials", origin)
+        staged, column = _stage_rows(b, x, index.reshape(rows * parts, row_len // parts), f"{name}/parts", origin)
+        src = _reduce_stage(b, staged, column, op, Shape(partial_dtype(x.dtype), (rows * parts,)), None,
+                            f"{name}/partials", origin)
         src_index = np.arange(rows * parts, dtype=np.int64).reshape(rows, parts)
-        if init.dtype != src.dtype:
-            init = _convert(b, init, src.dtype, f"{name}/init", origin)
-    # last stage: [init, values...] per row
-    width = src_index.shape[1] + 1
-    staged = _row_tensor(b, rows, width, src.dtype, f"{name}/final_rows", "temporary", origin)
-    full_index = np.concatenate([np.zeros((rows, 1), np.int64), src_index], axis=1)
-    which = np.concatenate([np.ones((rows, 1), np.int64), np.zeros_like(src_index)], axis=1)
-    b.rearrange(staged, [src, init], full_index.reshape(-1), which.reshape(-1), name=f"{name}/gather_final",
-                origin=origin)
-    return _reduce_stage(b, staged, op, out_shape, name, origin)
+    staged, column = _stage_rows(b, src, src_index, name, origin)
+    return _reduce_stage(b, staged, column, op, out_shape, init, name, origin)
 
 
 def _convert(b, t: DTensor, dtype: str, name: str, origin: str) -> DTensor:

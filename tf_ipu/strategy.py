@@ -1,0 +1,181 @@
+"""IPUStrategy: run TensorFlow functions on the simulated IPU.
+
+``strategy.run(fn, args)`` traces ``fn`` with XLA (``jit_compile=True``), takes its HLO
+(``experimental_get_compiler_ir(...)(stage="hlo_serialized")``), converts it to the project's IR, compiles it
+through the executable cache and runs it on the simulated IPU. Variables the function reads are inputs; the
+variables it updates come back as aliased outputs and are assigned on the host.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from kernels.engine import Engine
+from kernels.executable import Executable
+from xla_lowering.compiler import CompileOptions, compile_module
+
+from .config import IPUConfig
+from .hlo_proto import module_from_proto
+from .report import Report
+
+log = logging.getLogger("tf_ipu")
+
+
+@dataclass
+class _Compiled:
+    exe: Executable
+    engine: Engine
+    key: tuple
+
+
+@dataclass
+class _Trace:
+    """What one call of a function traced to: its HLO, the values to feed, how to rebuild its outputs."""
+    module: object
+    inputs: list
+    variables: list           # per HLO parameter: the tf.Variable it reads, or None
+    structure: object         # structured outputs of the concrete function
+    n_outputs: int            # flat outputs of the structure (updated variables follow them)
+    signature: tuple
+
+
+def _signature(values) -> tuple:
+    return tuple((tuple(v.shape), str(v.dtype)) for v in values)
+
+
+def _describe_change(old: tuple, new: tuple) -> str:
+    if len(old) != len(new):
+        return f"it was called with {len(new)} tensor arguments instead of {len(old)}"
+    diffs = [f"argument {i}: {o[1]}{list(o[0])} -> {n[1]}{list(n[0])}" for i, (o, n) in enumerate(zip(old, new))
+             if o != n]
+    if diffs:
+        return "input shapes or types changed (" + "; ".join(diffs) + ")"
+    return "its HLO changed with the same input shapes (a Python value, a captured tensor or the code changed)"
+
+
+class IPUStrategy(tf.distribute.OneDeviceStrategy):
+    """A distribution strategy whose device is one simulated IPU.
+
+    ``scope()`` works as with any strategy; ``run(fn, args)`` executes ``fn`` on the simulated IPU and returns
+    its outputs as tensors; ``last_report()`` tells where the cycles and memory of the latest run went.
+    """
+
+    def __init__(self, config: IPUConfig | None = None):
+        super().__init__("/cpu:0")
+        self.config = config or IPUConfig()
+        self.device_model = self.config.device_model
+        self._executables: dict[tuple, _Compiled] = {}
+        self._jit_functions: dict[int, tf.types.experimental.GenericFunction] = {}
+        self._last_key_by_function: dict[int, tuple] = {}
+        self._last_report: Report | None = None
+        self.compile_count = 0
+        self.last_recompile_reason: str | None = None
+
+    # --- public API ------------------------------------------------------------------------------
+    def run(self, fn, args=(), kwargs=None, options=None):
+        if tf.inside_function():
+            raise RuntimeError("IPUStrategy.run() executes on the simulated IPU and must be called eagerly, not "
+                               "inside a tf.function: call strategy.run(fn, args) from Python, with fn a "
+                               "tf.function or a plain Python function")
+        kwargs = kwargs or {}
+        trace = self._trace(fn, args, kwargs)
+        compiled = self._compile(fn, trace)
+        outs, prof = compiled.engine.run(trace.inputs)
+        self._last_report = Report.build(compiled.exe, prof)
+        self._write_back(trace, compiled.exe, outs)
+        flat = [tf.constant(o) for o in outs[:trace.n_outputs]]
+        return tf.nest.pack_sequence_as(trace.structure, flat) if trace.structure is not None else None
+
+    def last_report(self) -> Report:
+        if self._last_report is None:
+            raise RuntimeError("no program has run on this IPUStrategy yet")
+        return self._last_report
+
+    def compile(self, fn, args=(), kwargs=None) -> Executable:
+        """Compile ``fn`` for these arguments without running it (through the same cache)."""
+        trace = self._trace(fn, args, kwargs or {})
+        return self._compile(fn, trace).exe
+
+    # --- tracing ---------------------------------------------------------------------------------
+    def _jit(self, fn):
+        key = id(fn)
+        jit = self._jit_functions.get(key)
+        if jit is None:
+            python_fn = getattr(fn, "python_function", fn)
+            jit = tf.function(python_fn, jit_compile=True, autograph=True)
+            self._jit_functions[key] = jit
+        return jit
+
+    def _trace(self, fn, args, kwargs) -> _Trace:
+        if not isinstance(args, (tuple, list)):
+            args = (args,)
+        jit = self._jit(fn)
+        cf = jit.get_concrete_function(*args, **kwargs)
+        hlo = jit.experimental_get_compiler_ir(*args, **kwargs)(stage="hlo_serialized")
+        module = module_from_proto(hlo)
+        # HLO parameters: the tensor arguments in flattened order, then the captured tensors and variables.
+        # Python numbers are not parameters: tf.function bakes them into the trace.
+        explicit = [a for a in tf.nest.flatten((args, kwargs))
+                    if isinstance(a, (tf.Tensor, tf.Variable, np.ndarray, np.generic))]
+        n_explicit = len(cf.inputs) - len(cf.captured_inputs)
+        if len(explicit) != n_explicit:
+            raise RuntimeError(f"found {len(explicit)} tensor arguments but the traced function takes {n_explicit}")
+        values, variables = [], []
+        for a in explicit:
+            values.append(a.numpy() if hasattr(a, "numpy") else np.asarray(a))
+            variables.append(a if isinstance(a, tf.Variable) else None)
+        by_handle = {id(v.handle): v for v in cf.variables}
+        for cap in cf.captured_inputs:
+            if cap.dtype == tf.resource:
+                var = by_handle.get(id(cap))
+                if var is None:
+                    raise RuntimeError("a captured resource of the function is not one of its variables")
+                values.append(var.numpy())
+                variables.append(var)
+            else:
+                values.append(cap.numpy())
+                variables.append(None)
+        params = module.entry.parameters
+        if len(params) != len(values):
+            raise RuntimeError(f"the function's HLO takes {len(params)} parameters but {len(values)} values were "
+                               f"found for them (arguments and captured variables)")
+        values = [v.astype(p.shape.np_dtype, copy=False).reshape(p.shape.dims) for v, p in zip(values, params)]
+        structure = cf.structured_outputs
+        n_outputs = len(tf.nest.flatten(structure)) if structure is not None else 0
+        return _Trace(module, values, variables, structure, n_outputs, _signature(values))
+
+    # --- compiling through the cache -----------------------------------------------------------------
+    def _compile(self, fn, trace: _Trace) -> _Compiled:
+        key = (trace.module.fingerprint(), self.config.cache_key())
+        hit = self._executables.get(key)
+        fid = id(fn)
+        if hit is not None:
+            self._last_key_by_function[fid] = (key, trace.signature)
+            return hit
+        previous = self._last_key_by_function.get(fid)
+        name = getattr(fn, "__name__", getattr(getattr(fn, "python_function", None), "__name__", "function"))
+        if previous is not None:
+            self.last_recompile_reason = f"recompiling '{name}' for the IPU because " + \
+                _describe_change(previous[1], trace.signature)
+            log.warning(self.last_recompile_reason)
+        t0 = time.perf_counter()
+        exe = compile_module(trace.module, self.device_model, CompileOptions(progress=self.config.compile_progress))
+        log.info("compiled '%s' for the simulated %s in %.2f s", name, self.device_model.name,
+                 time.perf_counter() - t0)
+        self.compile_count += 1
+        compiled = _Compiled(exe, Engine(exe, seed=self.config.seed), key)
+        self._executables[key] = compiled
+        self._last_key_by_function[fid] = (key, trace.signature)
+        return compiled
+
+    def _write_back(self, trace: _Trace, exe: Executable, outs) -> None:
+        """Assign the new values of the variables the function updated (aliased outputs)."""
+        for out_index, param in exe.meta.get("aliases", []):
+            var = trace.variables[param]
+            k = out_index[0] if out_index else 0
+            if var is not None:
+                var.assign(outs[k])

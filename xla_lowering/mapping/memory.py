@@ -203,8 +203,8 @@ def estimate_cycles(device, steps) -> None:
             step.local_cycles = int(cyc.copy_cycles(device, local_bytes, local_rows).max()) if (~remote).any() else 0
             if remote.any():
                 # the exchange multicasts: a run sent to several tiles leaves its tile once
-                uniq = np.unique(step.rows[remote][:, 1:3], axis=0)
-                sent = np.bincount(uniq[:, 0] // tm, weights=uniq[:, 1], minlength=ntiles)
+                key = np.unique((step.rows[remote, 1] << 32) | step.rows[remote, 2])
+                sent = np.bincount((key >> 32) // tm, weights=key & 0xFFFFFFFF, minlength=ntiles)
                 recv = np.bincount(dst_t[remote], weights=nbytes[remote], minlength=ntiles)
                 msgs = np.bincount(dst_t[remote], minlength=ntiles)
                 step.exchange_cycles = cyc.exchange_cycles(device, sent, recv, msgs)

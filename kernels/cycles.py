@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .device import DeviceModel
+from .dtypes import itemsize
 from .expr_ops import COST
 
 VERTEX_OVERHEAD = 30          # vertex entry, field loads and worker dispatch (our estimate)
@@ -50,6 +51,18 @@ def rng_cycles(device: DeviceModel, n: np.ndarray, dtype: str, normal: bool) -> 
     vec = _vector_width(device, dtype)
     per = 12 if normal else 1
     return VERTEX_OVERHEAD + np.ceil(n / vec).astype(np.int64) * per
+
+
+def dynamic_slice_cycles(device: DeviceModel, n_index: np.ndarray, n_dims: int, rows_per_index: int,
+                         width: np.ndarray, dtype: str, combine: bool) -> np.ndarray:
+    """multiSlice / multiUpdate vertices (our estimate, not measured): per index vector ~3 cycles a dimension to
+    load, bound and scale its start, +2 to form the row address; per row a descriptor (ROW_OVERHEAD) plus the copy
+    at the store bandwidth (memcpy_bytes_per_cycle) or, when combining, 2 cycles a vector (load both, op, store)."""
+    if combine:
+        per_row = 2 * np.ceil(width / _vector_width(device, dtype)).astype(np.int64)
+    else:
+        per_row = np.ceil(width * itemsize(dtype) / device.memcpy_bytes_per_cycle).astype(np.int64)
+    return VERTEX_OVERHEAD + n_index * (3 * n_dims + 2) + n_index * rows_per_index * (ROW_OVERHEAD + per_row)
 
 
 def copy_cycles(device: DeviceModel, nbytes_per_tile: np.ndarray, rows_per_tile: np.ndarray) -> np.ndarray:

@@ -15,12 +15,13 @@ import numpy as np
 
 from . import dtypes
 from .codelets import copy as copy_codelets
+from .codelets import dynamic as dynamic_codelet
 from .codelets import expr as expr_codelet
 from .codelets import matmul as matmul_codelet
 from .codelets import reduce as reduce_codelet
 from .codelets import rng as rng_codelet
 from .executable import Executable
-from .program import Copy, Execute, If, Repeat, Sequence, StreamIn, StreamOut
+from .program import Copy, Execute, If, Repeat, Sequence, StreamIn, StreamOut, Switch, While
 
 
 @dataclass
@@ -39,31 +40,62 @@ class Profile:
         return self.compute + self.exchange + self.sync + self.host_io
 
 
+_BLAS = None
+
+
 def _blas_limits():
-    # Our own threads run the vertices; BLAS inside each vertex must use one thread.
+    """Our own threads run the vertices; BLAS inside each vertex must use one thread."""
+    global _BLAS
     try:
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(limits=1, user_api="blas")
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController
+            _BLAS = ThreadpoolController()
+        return _BLAS.limit(limits=1, user_api="blas")
     except Exception:  # pragma: no cover - threadpoolctl is a dependency; keep running without it
         import contextlib
         return contextlib.nullcontext()
 
 
-class Engine:
-    """One simulated IPU with an executable loaded on it."""
+class Device:
+    """One simulated IPU: every tile's memory, and which executable is loaded on it.
 
-    def __init__(self, exe: Executable, seed: int = 0):
-        self.exe = exe
-        dev = exe.device
+    Like a real IPU, a device holds one executable at a time; running another loads it (its constants) first.
+    """
+
+    def __init__(self, model):
+        self.model = model
         # np.zeros maps pages lazily: untouched tile memory costs the host nothing.
-        self.mem = np.zeros(dev.num_tiles * dev.tile_memory, dtype=np.uint8)
+        self.mem = np.zeros(model.num_tiles * model.tile_memory, dtype=np.uint8)
+        self.loaded = None
+        self.loads = 0
+
+
+class Engine:
+    """An executable bound to a simulated IPU (its own, or one shared with other executables)."""
+
+    def __init__(self, exe: Executable, seed: int = 0, device: Device | None = None):
+        self.exe = exe
+        if device is not None and (device.model.num_tiles, device.model.tile_memory) != \
+                (exe.device.num_tiles, exe.device.tile_memory):
+            raise ValueError(f"the executable was compiled for {exe.device.num_tiles} tiles x "
+                             f"{exe.device.tile_memory} bytes, the device has {device.model.num_tiles} x "
+                             f"{device.model.tile_memory}")
+        self.device = device or Device(exe.device)
         self.seed = np.uint64(seed)
         self.runs = 0
-        self._load_constants()
 
-    def _load_constants(self) -> None:
+    @property
+    def mem(self) -> np.ndarray:
+        return self.device.mem
+
+    def load(self) -> None:
+        """Make this executable the one on the device (writes its constants)."""
+        if self.device.loaded is self:
+            return
         if len(self.exe.constant_rows):
-            copy_codelets.host_to_device(self.mem, self.exe.constant_data, self.exe.constant_rows)
+            copy_codelets.host_to_device(self.device.mem, self.exe.constant_data, self.exe.constant_rows)
+        self.device.loaded = self
+        self.device.loads += 1
 
     # --- running -------------------------------------------------------------------------------
     def run(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], Profile]:
@@ -81,6 +113,7 @@ class Engine:
             host_in.append(np.ascontiguousarray(arr, dtype=want).reshape(-1).view(np.uint8))
         host_out = [np.zeros(spec.nbytes, dtype=np.uint8) for spec in exe.outputs]
         profile = Profile(tile_compute=np.zeros(exe.device.num_tiles, dtype=np.int64))
+        self.load()
         self.runs += 1
         with _blas_limits():
             self._run_seq(exe.program, host_in, host_out, profile)
@@ -117,6 +150,29 @@ class Engine:
             elif kind is If:
                 taken = step.then_body if self.mem[step.cond_addr] else step.else_body
                 self._run_seq(taken, host_in, host_out, prof)
+            elif kind is While:
+                # every evaluation of the predicate costs one sync: its tile tells all tiles whether to go on
+                n = 0
+                while True:
+                    self._run_seq(step.cond, host_in, host_out, prof)
+                    prof.sync += sync
+                    prof.steps[step.name] += sync
+                    if not self.mem[step.cond_addr]:
+                        break
+                    if step.max_iterations is not None and n >= step.max_iterations:
+                        raise RuntimeError(f"the device loop '{step.name}' ran more than {step.max_iterations} "
+                                           "iterations")
+                    self._run_seq(step.body, host_in, host_out, prof)
+                    n += 1
+            elif kind is Switch:
+                # like While's predicate, the index is broadcast to every tile at a sync
+                a = step.index_addr
+                index = int.from_bytes(self.mem[a:a + 4].tobytes(), "little", signed=True)
+                if not 0 <= index < len(step.branches):
+                    index = len(step.branches) - 1
+                prof.sync += sync
+                prof.steps[step.name] += sync
+                self._run_seq(step.branches[index], host_in, host_out, prof)
             elif kind is Sequence:
                 self._run_seq(step, host_in, host_out, prof)
             else:  # pragma: no cover - the compiler makes only the kinds above
@@ -129,14 +185,23 @@ class Engine:
             if g.codelet == "expr":
                 expr_codelet.run_expression(mem, g.records, p["code"], p["in_dt"], p["in_scalar"], p["out_dt"],
                                             p["out_slot"], p["nslots"], p["fconst"], p["iconst"])
+            elif g.codelet == "reduce_expr":
+                expr_codelet.run_reduce_expression(mem, g.records, p["code"], p["in_dt"], p["out_slots"], p["nacc"],
+                                                   p["nslots"], p["fconst"], p["iconst"])
             elif g.codelet == "matmul":
-                matmul_codelet.run_matmul(mem, g.records, p["in_dt"], p["out_dt"])
+                matmul_codelet.run_matmul(mem, g.records, p["in_dt"], p["out_dt"], p.get("ta", False), p.get("tb", False))
             elif g.codelet == "reduce":
                 reduce_codelet.run_reduce(mem, g.records, p["op"], p["in_dt"], p["out_dt"], p["init_dt"])
             elif g.codelet == "rng":
                 # a fresh stream for every run and every rng op, as the tiles' PRNG state advances
                 seed = (int(self.seed) * 1000003 + self.runs * 7919 + p["stream"]) & 0xFFFFFFFFFFFFFFFF
                 rng_codelet.run_rng(mem, g.records, p["distribution"], p["out_dt"], seed)
+            elif g.codelet == "dyn_gather":
+                dynamic_codelet.run_gather(mem, g.records, p["esz"], p["idx_dt"], p["idx_sz"], p["dim_size"], p["win"],
+                                           p["row_step"], p["oi_off"])
+            elif g.codelet == "dyn_scatter":
+                dynamic_codelet.run_scatter(mem, g.records, p["dt"], p["esz"], p["idx_dt"], p["idx_sz"], p["dim_size"],
+                                            p["win"], p["row_step"], p["oi_off"], p["op"], p["mode"])
             else:  # pragma: no cover
                 raise TypeError(f"unknown codelet {g.codelet!r}")
 

@@ -1,8 +1,9 @@
 """The device program: plain data that the engine runs, the exporter writes and the reports read.
 
 Poplar's program tree, simplified: a Sequence of steps; Execute(compute set) runs vertices on their tiles;
-Copy moves bytes between tiles (exchange) or within a tile; Repeat loops; If branches on a device predicate;
-StreamIn/StreamOut move host buffers. Addresses are absolute byte addresses into device memory (tile index x
+Copy moves bytes between tiles (exchange) or within a tile; Repeat loops a fixed number of times; While loops
+while a device predicate holds; If branches on a device predicate, Switch on a device index; StreamIn/StreamOut
+move host buffers. Addresses are absolute byte addresses into device memory (tile index x
 tile memory + offset) once the executable is finalised; before that they are symbolic (block << 32 | offset).
 """
 from __future__ import annotations
@@ -71,6 +72,28 @@ class If:
 
 
 @dataclass
+class While:
+    """Run ``cond`` (it leaves a pred byte at ``cond_addr``); while that byte is non-zero run ``body`` and repeat.
+
+    ``max_iterations`` (None: no limit) stops a run that loops longer, with an error. Each evaluation of the
+    predicate costs the device one sync (the tile holding the predicate tells every tile whether to go on).
+    """
+    cond: Sequence
+    cond_addr: int                      # address of a pred byte written by ``cond``
+    body: Sequence
+    max_iterations: int | None = None
+    name: str = "while"
+
+
+@dataclass
+class Switch:
+    """Run ``branches[i]`` where i is the s32 at ``index_addr``; an index out of range runs the last branch."""
+    index_addr: int
+    branches: list[Sequence]
+    name: str = "switch"
+
+
+@dataclass
 class StreamIn:
     """Host -> device: ``rows`` of [dev_addr, host_offset, nbytes] fill a tensor from input ``index``."""
     index: int
@@ -96,3 +119,9 @@ def walk(seq: Sequence):
         elif isinstance(step, If):
             yield from walk(step.then_body)
             yield from walk(step.else_body)
+        elif isinstance(step, While):
+            yield from walk(step.cond)
+            yield from walk(step.body)
+        elif isinstance(step, Switch):
+            for branch in step.branches:
+                yield from walk(branch)

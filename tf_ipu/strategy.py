@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from kernels.engine import Engine
+from collections import OrderedDict
+
+from kernels.engine import Device, Engine
 from kernels.executable import Executable
 from xla_lowering.compiler import CompileOptions, compile_module
 
@@ -64,13 +67,17 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
     its outputs as tensors; ``last_report()`` tells where the cycles and memory of the latest run went.
     """
 
+    MAX_CACHED_EXECUTABLES = 64
+
     def __init__(self, config: IPUConfig | None = None):
         super().__init__("/cpu:0")
         self.config = config or IPUConfig()
         self.device_model = self.config.device_model
-        self._executables: dict[tuple, _Compiled] = {}
-        self._jit_functions: dict[int, tf.types.experimental.GenericFunction] = {}
-        self._last_key_by_function: dict[int, tuple] = {}
+        self.ipu_device = Device(self.device_model)       # one simulated IPU, shared by all executables
+        self._executables: OrderedDict[tuple, _Compiled] = OrderedDict()
+        # per user function (held weakly, so that a collected function's id is never mistaken for another's):
+        # its XLA-compiled tf.function, and the cache key and signature of its latest compile
+        self._functions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._last_report: Report | None = None
         self.compile_count = 0
         self.last_recompile_reason: str | None = None
@@ -101,14 +108,19 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
         return self._compile(fn, trace).exe
 
     # --- tracing ---------------------------------------------------------------------------------
+    def _record(self, fn) -> dict:
+        rec = self._functions.get(fn)
+        if rec is None:
+            rec = {}
+            self._functions[fn] = rec
+        return rec
+
     def _jit(self, fn):
-        key = id(fn)
-        jit = self._jit_functions.get(key)
-        if jit is None:
+        rec = self._record(fn)
+        if "jit" not in rec:
             python_fn = getattr(fn, "python_function", fn)
-            jit = tf.function(python_fn, jit_compile=True, autograph=True)
-            self._jit_functions[key] = jit
-        return jit
+            rec["jit"] = tf.function(python_fn, jit_compile=True, autograph=True)
+        return rec["jit"]
 
     def _trace(self, fn, args, kwargs) -> _Trace:
         if not isinstance(args, (tuple, list)):
@@ -152,11 +164,12 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
     def _compile(self, fn, trace: _Trace) -> _Compiled:
         key = (trace.module.fingerprint(), self.config.cache_key())
         hit = self._executables.get(key)
-        fid = id(fn)
+        rec = self._record(fn)
         if hit is not None:
-            self._last_key_by_function[fid] = (key, trace.signature)
+            self._executables.move_to_end(key)
+            rec["last"] = (key, trace.signature)
             return hit
-        previous = self._last_key_by_function.get(fid)
+        previous = rec.get("last")
         name = getattr(fn, "__name__", getattr(getattr(fn, "python_function", None), "__name__", "function"))
         if previous is not None:
             self.last_recompile_reason = f"recompiling '{name}' for the IPU because " + \
@@ -167,9 +180,12 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
         log.info("compiled '%s' for the simulated %s in %.2f s", name, self.device_model.name,
                  time.perf_counter() - t0)
         self.compile_count += 1
-        compiled = _Compiled(exe, Engine(exe, seed=self.config.seed), key)
+        compiled = _Compiled(exe, Engine(exe, seed=self.config.seed, device=self.ipu_device), key)
         self._executables[key] = compiled
-        self._last_key_by_function[fid] = (key, trace.signature)
+        while len(self._executables) > self.MAX_CACHED_EXECUTABLES:
+            old_key, old = self._executables.popitem(last=False)
+            log.info("dropping the least recently used executable %s from the in-memory cache", old.exe.meta["module"])
+        rec["last"] = (key, trace.signature)
         return compiled
 
     def _write_back(self, trace: _Trace, exe: Executable, outs) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 from kernels.executable import Executable, HostTensor
 from kernels.program import StreamIn, StreamOut
 
-from .errors import DynamicShapeError, UnsupportedOpError
+from .errors import UnsupportedOpError
 from .hlo.ir import Module
-from .lower import lower_instruction
+from .lower.control import lower_computation  # the per-computation lowering loop (shared with control flow)
 from .mapping.memory import estimate_cycles, plan_memory, resolve
 from .program import ProgramBuilder
 
@@ -57,7 +57,7 @@ def compile_module(module: Module, device, options: CompileOptions | None = None
         module = _passes(module)
     b = ProgramBuilder(device)
     entry = module.entry
-    values = {}
+    args = []
     inputs = []
     for p in entry.parameters:
         if p.shape.is_tuple:
@@ -67,13 +67,11 @@ def compile_module(module: Module, device, options: CompileOptions | None = None
         b.add(StreamIn(len(inputs), np.stack([t.syms, t.starts * isz, t.counts * isz], 1).astype(np.int64),
                        p.shape.nbytes))
         inputs.append(HostTensor(p.name, p.shape.dtype, p.shape.dims))
-        values[p] = t
+        args.append(t)
     body = [i for i in entry.instructions if i.opcode != "parameter"]
-    for inst in _progress(body, f"Compiling {module.name} for the IPU", options.progress):
-        if any(d < 0 for d in inst.shape.dims):
-            raise DynamicShapeError(f"{inst.describe()} has a dynamic shape; the IPU needs static shapes")
-        values[inst] = lower_instruction(b, inst, [values[o] for o in inst.operands])
-    root_value = values[entry.root]
+    root_value = lower_computation(b, entry, args,
+                                   wrap=lambda items: _progress(items, f"Compiling {module.name} for the IPU",
+                                                                options.progress))
     outputs = []
     for k, t in enumerate(_flatten(root_value)):
         isz = t.itemsize

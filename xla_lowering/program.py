@@ -118,6 +118,15 @@ class ProgramBuilder:
         finally:
             self._stack.pop()
 
+    @contextlib.contextmanager
+    def into(self, seq: Sequence):
+        """Direct the steps added inside the ``with`` block into ``seq`` (a loop body, a branch...)."""
+        self._stack.append(seq)
+        try:
+            yield seq
+        finally:
+            self._stack.pop()
+
     def execute(self, name: str, groups: list[VertexGroup], origin: str = "") -> None:
         groups = [g for g in groups if len(g.records)]
         if groups:

@@ -120,3 +120,14 @@ cdef inline int64_t wrap_i(int64_t v, int dt) noexcept nogil:
     if dt == DT_U16:
         return <uint16_t>v
     return v
+
+cimport openmp
+
+# Below this much work (elements, bytes or multiply-adds, as each codelet counts it) a compute set runs on one
+# host thread: starting a thread team costs more than it saves, and far more when the host is busy.
+DEF PARALLEL_WORK = 65536
+
+cdef inline int host_threads(int64_t work) noexcept nogil:
+    if work < PARALLEL_WORK:
+        return 1
+    return openmp.omp_get_max_threads()

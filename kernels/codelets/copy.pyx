@@ -6,36 +6,46 @@ the device memory. Rows never overlap in their destinations, so they run in para
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 from libc.stdint cimport int64_t, uint8_t
+from ._common cimport host_threads
+
+
+cdef int64_t total_bytes(const int64_t[:, ::1] rows) noexcept nogil:
+    cdef Py_ssize_t r
+    cdef int64_t total = 0
+    for r in range(rows.shape[0]):
+        total += rows[r, 2]
+    return total
 
 
 def run_copies(uint8_t[::1] mem, const int64_t[:, ::1] rows):
     """Device-to-device copies (exchange between tiles, or copies within a tile)."""
     cdef Py_ssize_t n = rows.shape[0], r
     cdef uint8_t* base = &mem[0]
+    cdef int nt
     if n == 0:
         return
-    if n < 64:
-        with nogil:
-            for r in range(n):
-                memcpy(base + rows[r, 0], base + rows[r, 1], rows[r, 2])
-        return
-    for r in prange(n, nogil=True, schedule='static'):
+    nt = host_threads(total_bytes(rows))
+    for r in prange(n, nogil=True, schedule='static', num_threads=nt):
         memcpy(base + rows[r, 0], base + rows[r, 1], rows[r, 2])
 
 
 def host_to_device(uint8_t[::1] mem, const uint8_t[::1] host, const int64_t[:, ::1] rows):
     """Stream a host buffer in: rows of [dev_addr, host_offset, nbytes]."""
     cdef Py_ssize_t n = rows.shape[0], r
+    cdef int nt
     if n == 0:
         return
-    for r in prange(n, nogil=True, schedule='static'):
+    nt = host_threads(total_bytes(rows))
+    for r in prange(n, nogil=True, schedule='static', num_threads=nt):
         memcpy(&mem[0] + rows[r, 0], &host[0] + rows[r, 1], rows[r, 2])
 
 
 def device_to_host(const uint8_t[::1] mem, uint8_t[::1] host, const int64_t[:, ::1] rows):
     """Stream device memory out: rows of [dev_addr, host_offset, nbytes]."""
     cdef Py_ssize_t n = rows.shape[0], r
+    cdef int nt
     if n == 0:
         return
-    for r in prange(n, nogil=True, schedule='static'):
+    nt = host_threads(total_bytes(rows))
+    for r in prange(n, nogil=True, schedule='static', num_threads=nt):
         memcpy(&host[0] + rows[r, 1], &mem[0] + rows[r, 0], rows[r, 2])

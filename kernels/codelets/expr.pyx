@@ -11,6 +11,7 @@ from libc.stdlib cimport malloc, free
 from libc.math cimport (exp, expm1, log, log1p, tanh, sqrt, cbrt, sin, cos, tan, floor, ceil, round, nearbyint,
                         fabs, pow, atan2, fmod, isfinite, isnan, erf, fmax, fmin, copysign)
 from libc.stdint cimport int64_t, uint64_t, uint8_t, int32_t, uint32_t
+from libc.string cimport memcpy
 from ._common cimport *
 
 DEF BLOCK = 256
@@ -93,6 +94,8 @@ cdef inline bint is_unsigned(int dt) noexcept nogil:
 cdef inline int64_t float_to_int(double v, int dt) noexcept nogil:
     # XLA/TF: NaN -> 0, out-of-range saturates, truncation toward zero
     cdef double lo, hi
+    if dt == DT_PRED:
+        return 1 if v != 0.0 else 0      # NaN != 0: true, as XLA converts to pred
     if isnan(v):
         return 0
     if dt == DT_S32:
@@ -113,8 +116,12 @@ cdef inline int64_t float_to_int(double v, int dt) noexcept nogil:
     elif dt == DT_U16:
         lo = 0.0
         hi = 65535.0
-    elif dt == DT_PRED:
-        return 1 if v != 0.0 else 0
+    elif dt == DT_U64:
+        if v <= 0.0:
+            return 0
+        if v >= 1.8446744073709552e19:
+            return <int64_t>(~(<uint64_t>0))
+        return <int64_t>(<uint64_t>v)
     else:
         if v >= 9.2233720368547758e18:
             return <int64_t>(low_mask(63))
@@ -346,11 +353,19 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
                     for j in range(n):
                         id_[j] = wrap_i(-ia[j], dtd)
                 elif op == OP_ABS:
-                    for j in range(n):
-                        id_[j] = wrap_i(ia[j] if ia[j] >= 0 else -ia[j], dtd)
+                    if is_unsigned(dtd):
+                        for j in range(n):
+                            id_[j] = ia[j]          # |x| = x for unsigned types (u64 >= 2^63 is not negative)
+                    else:
+                        for j in range(n):
+                            id_[j] = wrap_i(ia[j] if ia[j] >= 0 else -ia[j], dtd)
                 elif op == OP_SIGN:
-                    for j in range(n):
-                        id_[j] = (ia[j] > 0) - (ia[j] < 0)
+                    if is_unsigned(dtd):
+                        for j in range(n):
+                            id_[j] = ia[j] != 0
+                    else:
+                        for j in range(n):
+                            id_[j] = (ia[j] > 0) - (ia[j] < 0)
                 elif op == OP_NOT:
                     if dtd == DT_PRED:
                         for j in range(n):
@@ -420,11 +435,19 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
                     for j in range(n):
                         id_[j] = wrap_i(irem(ia[j], ib[j], dtd), dtd)
                 elif op == OP_MAX:
-                    for j in range(n):
-                        id_[j] = ia[j] if ia[j] > ib[j] else ib[j]
+                    if dtd == DT_U64:
+                        for j in range(n):
+                            id_[j] = ia[j] if <uint64_t>ia[j] > <uint64_t>ib[j] else ib[j]
+                    else:
+                        for j in range(n):
+                            id_[j] = ia[j] if ia[j] > ib[j] else ib[j]
                 elif op == OP_MIN:
-                    for j in range(n):
-                        id_[j] = ia[j] if ia[j] < ib[j] else ib[j]
+                    if dtd == DT_U64:
+                        for j in range(n):
+                            id_[j] = ia[j] if <uint64_t>ia[j] < <uint64_t>ib[j] else ib[j]
+                    else:
+                        for j in range(n):
+                            id_[j] = ia[j] if ia[j] < ib[j] else ib[j]
                 elif op == OP_POW:
                     for j in range(n):
                         id_[j] = ipow(ia[j], ib[j], dtd)
@@ -493,6 +516,14 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
                     if x > fc[j]:
                         x = fc[j]
                     fd[j] = x
+            elif dtd == DT_U64:
+                for j in range(n):
+                    step = ib[j]
+                    if <uint64_t>step < <uint64_t>ia[j]:
+                        step = ia[j]
+                    if <uint64_t>step > <uint64_t>ic[j]:
+                        step = ic[j]
+                    id_[j] = step
             else:
                 for j in range(n):
                     step = ib[j]
@@ -568,9 +599,14 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
     cdef int osz = elem_size(out_dt)
     cdef Py_ssize_t j
     cdef int64_t isz
+    cdef int64_t work = 0
+    cdef int nt
     if nv == 0:
         return
-    with nogil, parallel():
+    for v in range(nv):
+        work += records[v, 0] * (code.shape[0] + 1)
+    nt = host_threads(work)
+    with nogil, parallel(num_threads=nt):
         F = <double*>malloc(sizeof(double) * BLOCK * nslots)
         I = <int64_t*>malloc(sizeof(int64_t) * BLOCK * nslots)
         ptrs = <const uint8_t**>malloc(sizeof(uint8_t*) * (nin + 1))
@@ -606,3 +642,87 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
 
 cdef inline int elem_size(int dt) noexcept nogil:
     return bits_of(dt) // 8 if dt != DT_PRED else 1
+
+
+def run_reduce_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_t[:, ::1] code,
+                          const int32_t[::1] in_dt, const int64_t[::1] out_slots, int nacc, int nslots,
+                          const double[::1] fconst, const int64_t[::1] iconst):
+    """Reduce rows with any reducer computation (variadic: ``nacc`` accumulators and as many inputs).
+
+    The reducer program's inputs are (acc_0..acc_{n-1}, x_0..x_{n-1}) and its outputs the new accumulators,
+    as XLA defines reduce. Rows are evaluated BLOCK at a time, one element position after another.
+    records[v] = [rows, row_len, row_stride, elem_stride, out_addr * n, in_addr * n, init_addr * n]
+    (init_addr -1: start from each row's first element). Element types: in_dt[0:n] accumulators (= outputs),
+    in_dt[n:2n] inputs.
+    """
+    cdef Py_ssize_t nv = records.shape[0], v, i, j, k, r0, cnt, k0
+    cdef int n = nacc
+    cdef double* F
+    cdef int64_t* I
+    cdef const uint8_t** ptrs
+    cdef int64_t* steps
+    cdef uint8_t* acc
+    cdef uint8_t* base = &mem[0]
+    cdef int64_t rows, row_len, rstride, estride, init_addr
+    cdef int dt, isz, total_acc_bytes, slot
+    cdef int64_t work = 0
+    cdef int nt
+    if nv == 0:
+        return
+    for v in range(nv):
+        work += records[v, 0] * records[v, 1] * (code.shape[0] + 1)
+    nt = host_threads(work)
+    with nogil, parallel(num_threads=nt):
+        F = <double*>malloc(sizeof(double) * BLOCK * nslots)
+        I = <int64_t*>malloc(sizeof(int64_t) * BLOCK * nslots)
+        ptrs = <const uint8_t**>malloc(sizeof(uint8_t*) * (2 * n + 1))
+        steps = <int64_t*>malloc(sizeof(int64_t) * (2 * n + 1))
+        acc = <uint8_t*>malloc(8 * BLOCK * n)
+        for v in prange(nv, schedule='dynamic'):
+            rows = records[v, 0]
+            row_len = records[v, 1]
+            rstride = records[v, 2]
+            estride = records[v, 3]
+            r0 = 0
+            while r0 < rows:
+                cnt = rows - r0
+                if cnt > BLOCK:
+                    cnt = BLOCK
+                # accumulators start from the init values or from each row's first element
+                k0 = 0 if records[v, 4 + 2 * n] >= 0 else 1
+                for i in range(n):
+                    dt = in_dt[i]
+                    isz = elem_size(dt)
+                    init_addr = records[v, 4 + 2 * n + i]
+                    for j in range(cnt):
+                        if init_addr >= 0:
+                            memcpy(acc + (i * BLOCK + j) * 8, base + init_addr, isz)
+                        else:
+                            memcpy(acc + (i * BLOCK + j) * 8,
+                                   base + records[v, 4 + n + i] + ((r0 + j) * rstride) * elem_size(in_dt[n + i]), isz)
+                for k in range(k0, row_len):
+                    for i in range(n):
+                        ptrs[i] = acc + i * BLOCK * 8
+                        steps[i] = 8
+                        isz = elem_size(in_dt[n + i])
+                        ptrs[n + i] = base + records[v, 4 + n + i] + (r0 * rstride + k * estride) * isz
+                        steps[n + i] = rstride * isz
+                    run_program(code, F, I, <int>cnt, ptrs, steps, &in_dt[0], fconst, iconst)
+                    for i in range(n):
+                        slot = <int>out_slots[i]
+                        dt = in_dt[i]
+                        for j in range(cnt):
+                            if is_float(dt):
+                                store_f(acc + (i * BLOCK + j) * 8, dt, F[slot * BLOCK + j])
+                            else:
+                                store_i(acc + (i * BLOCK + j) * 8, dt, I[slot * BLOCK + j])
+                for i in range(n):
+                    isz = elem_size(in_dt[i])
+                    for j in range(cnt):
+                        memcpy(base + records[v, 4 + i] + (r0 + j) * isz, acc + (i * BLOCK + j) * 8, isz)
+                r0 = r0 + cnt
+        free(F)
+        free(I)
+        free(ptrs)
+        free(steps)
+        free(acc)

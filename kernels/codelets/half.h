@@ -34,8 +34,9 @@ static inline uint16_t tfipu_float_to_half(float f) {
     uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t exp = (x >> 23) & 0xffu;
     uint32_t man = x & 0x7fffffu;
-    if (exp == 0xffu) {                /* inf / nan */
-        return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0));
+    if (exp == 0xffu) {                /* inf / nan: a NaN keeps the top of its payload and is quieted, as
+                                          x86's F16C (XLA and TF on the CPU) convert it */
+        return (uint16_t)(sign | 0x7c00u | (man ? (0x200u | (man >> 13)) : 0));
     }
     int32_t e = (int32_t)exp - 127 + 15;
     if (e >= 31) return (uint16_t)(sign | 0x7c00u);      /* overflow -> inf */

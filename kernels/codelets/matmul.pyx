@@ -11,8 +11,12 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 from ._common cimport *
 
 
-cdef void gemm_f32(const float* A, const float* B, float* C, int M, int N, int K) noexcept nogil:
-    cdef char t = b'N'
+cdef void gemm_f32(const float* A, const float* B, float* C, int M, int N, int K, bint ta, bint tb) noexcept nogil:
+    """Row-major C[M,N] = A @ B with A stored [M,K] (or [K,M] when ta) and B [K,N] (or [N,K] when tb)."""
+    cdef char opa = b'T' if ta else b'N'
+    cdef char opb = b'T' if tb else b'N'
+    cdef int lda = M if ta else K
+    cdef int ldb = K if tb else N
     cdef float one = 1.0, zero = 0.0
     if M == 0 or N == 0:
         return
@@ -21,11 +25,15 @@ cdef void gemm_f32(const float* A, const float* B, float* C, int M, int N, int K
             C[i] = 0.0
         return
     # row-major C = A B  is column-major C^T = B^T A^T
-    sgemm(&t, &t, &N, &M, &K, &one, <float*>B, &N, <float*>A, &K, &zero, C, &N)
+    sgemm(&opb, &opa, &N, &M, &K, &one, <float*>B, &ldb, <float*>A, &lda, &zero, C, &N)
 
 
-cdef void gemm_f64(const double* A, const double* B, double* C, int M, int N, int K) noexcept nogil:
-    cdef char t = b'N'
+cdef void gemm_f64(const double* A, const double* B, double* C, int M, int N, int K, bint ta,
+                   bint tb) noexcept nogil:
+    cdef char opa = b'T' if ta else b'N'
+    cdef char opb = b'T' if tb else b'N'
+    cdef int lda = M if ta else K
+    cdef int ldb = K if tb else N
     cdef double one = 1.0, zero = 0.0
     if M == 0 or N == 0:
         return
@@ -33,11 +41,11 @@ cdef void gemm_f64(const double* A, const double* B, double* C, int M, int N, in
         for i in range(M * N):
             C[i] = 0.0
         return
-    dgemm(&t, &t, &N, &M, &K, &one, <double*>B, &N, <double*>A, &K, &zero, C, &N)
+    dgemm(&opb, &opa, &N, &M, &K, &one, <double*>B, &ldb, <double*>A, &lda, &zero, C, &N)
 
 
 cdef void gemm_generic(const uint8_t* A, const uint8_t* B, uint8_t* C, int M, int N, int K,
-                       int in_dt, int out_dt) noexcept nogil:
+                       int in_dt, int out_dt, bint ta, bint tb) noexcept nogil:
     # widen any element type to float (f16) or int64 (integers), accumulate, store in out_dt
     cdef float* fa
     cdef float* fb
@@ -53,7 +61,7 @@ cdef void gemm_generic(const uint8_t* A, const uint8_t* B, uint8_t* C, int M, in
             fa[i] = <float>load_f(A + i * isz, in_dt)
         for i in range(K * N):
             fb[i] = <float>load_f(B + i * isz, in_dt)
-        gemm_f32(fa, fb, fc, M, N, K)
+        gemm_f32(fa, fb, fc, M, N, K, ta, tb)
         for i in range(M * N):
             store_f(C + i * osz, out_dt, fc[i])
         free(fa)
@@ -62,7 +70,8 @@ cdef void gemm_generic(const uint8_t* A, const uint8_t* B, uint8_t* C, int M, in
             for j in range(N):
                 acc = 0
                 for k in range(K):
-                    acc = acc + load_i(A + (i * K + k) * isz, in_dt) * load_i(B + (k * N + j) * isz, in_dt)
+                    acc = acc + (load_i(A + ((k * M + i) if ta else (i * K + k)) * isz, in_dt)
+                                 * load_i(B + ((j * K + k) if tb else (k * N + j)) * isz, in_dt))
                 store_i(C + (i * N + j) * osz, out_dt, wrap_i(acc, out_dt))
 
 
@@ -76,19 +85,29 @@ cdef inline int elem_bytes(int dt) noexcept nogil:
     return 8
 
 
-def run_matmul(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int out_dt):
-    """records[v] = [a_addr, b_addr, c_addr, M, N, K] (absolute byte addresses, row-major blocks)."""
+def run_matmul(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int out_dt, bint ta=False,
+               bint tb=False):
+    """records[v] = [a_addr, b_addr, c_addr, M, N, K] (absolute byte addresses, row-major blocks).
+
+    ``ta``: A blocks are stored [K, M]; ``tb``: B blocks are stored [N, K] (whichever keeps the exchange that
+    fills them in long runs); the AMP reads either order.
+    """
     cdef Py_ssize_t nv = records.shape[0], v
     cdef uint8_t* base = &mem[0]
+    cdef int64_t work = 0
+    cdef int nt
     if nv == 0:
         return
-    for v in prange(nv, nogil=True, schedule='dynamic'):
+    for v in range(nv):
+        work += records[v, 3] * records[v, 4] * records[v, 5]
+    nt = host_threads(work // 16)
+    for v in prange(nv, nogil=True, schedule='dynamic', num_threads=nt):
         if in_dt == DT_F32 and out_dt == DT_F32:
             gemm_f32(<float*>(base + records[v, 0]), <float*>(base + records[v, 1]),
-                     <float*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5])
+                     <float*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], ta, tb)
         elif in_dt == DT_F64 and out_dt == DT_F64:
             gemm_f64(<double*>(base + records[v, 0]), <double*>(base + records[v, 1]),
-                     <double*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5])
+                     <double*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], ta, tb)
         else:
             gemm_generic(base + records[v, 0], base + records[v, 1], base + records[v, 2],
-                         <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], in_dt, out_dt)
+                         <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], in_dt, out_dt, ta, tb)

@@ -112,9 +112,14 @@ def run_reduce(uint8_t[::1] mem, const int64_t[:, ::1] records, int op, int in_d
     """records[v] = [in_addr, out_addr, rows, row_len, row_stride, elem_stride, init_addr (-1: none)]."""
     cdef Py_ssize_t nv = records.shape[0], v
     cdef uint8_t* base = &mem[0]
+    cdef int64_t work = 0
+    cdef int nt
     if nv == 0:
         return
-    for v in prange(nv, nogil=True, schedule='dynamic'):
+    for v in range(nv):
+        work += records[v, 2] * records[v, 3]
+    nt = host_threads(work)
+    for v in prange(nv, nogil=True, schedule='dynamic', num_threads=nt):
         reduce_rows(base + records[v, 0], base + records[v, 1], records[v, 2], records[v, 3], records[v, 4],
                     records[v, 5], (base + records[v, 6]) if records[v, 6] >= 0 else NULL, init_dt, op, in_dt,
                     out_dt)

@@ -20,6 +20,17 @@ cdef inline double uniform01(uint64_t seed, uint64_t counter) noexcept nogil:
     return (mix64(seed * <uint64_t>0x9e3779b97f4a7c15 + counter) >> 11) * (1.0 / 9007199254740992.0)
 
 
+cdef inline double uniform01_of(uint64_t seed, uint64_t counter, int out_dt) noexcept nogil:
+    # [0, 1) on the grid of the output type's precision (f16: k / 2^11, f32: k / 2^24, f64: k / 2^53): every
+    # sample is exactly representable, so storing it can never round up to 1.0
+    cdef uint64_t bits = mix64(seed * <uint64_t>0x9e3779b97f4a7c15 + counter)
+    if out_dt == DT_F16:
+        return (bits >> 53) * (1.0 / 2048.0)
+    if out_dt == DT_F32:
+        return (bits >> 40) * (1.0 / 16777216.0)
+    return (bits >> 11) * (1.0 / 9007199254740992.0)
+
+
 def run_rng(uint8_t[::1] mem, const int64_t[:, ::1] records, int distribution, int out_dt, uint64_t seed):
     """distribution 0: uniform [0, 1); 1: standard normal (Box-Muller)."""
     cdef Py_ssize_t nv = records.shape[0], v, j
@@ -27,17 +38,20 @@ def run_rng(uint8_t[::1] mem, const int64_t[:, ::1] records, int distribution, i
     cdef int osz = 2 if out_dt == DT_F16 else (4 if out_dt == DT_F32 else 8)
     cdef uint64_t c
     cdef double u1, u2, x
+    cdef int64_t work = 0
+    cdef int nt
     if nv == 0:
         return
-    for v in prange(nv, nogil=True, schedule='dynamic'):
+    for v in range(nv):
+        work += records[v, 1]
+    nt = host_threads(work)
+    for v in prange(nv, nogil=True, schedule='dynamic', num_threads=nt):
         for j in range(records[v, 1]):
             c = <uint64_t>(records[v, 2] + j)
-            u1 = uniform01(seed, 2 * c)
             if distribution == 0:
-                x = u1
-                if out_dt != DT_F64 and x >= 1.0 - 6e-8:
-                    x = 0.0   # rounding to f32/f16 must not produce 1.0
+                x = uniform01_of(seed, 2 * c, out_dt)
             else:
+                u1 = uniform01(seed, 2 * c)
                 u2 = uniform01(seed, 2 * c + 1)
                 x = sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2)
             store_f(base + records[v, 0] + j * osz, out_dt, x)

@@ -57,7 +57,8 @@ def lower_instruction(b, inst: Instruction, operands: list):
 
 def _load_families() -> None:
     # importing a family module registers its rules
-    from . import popops_elementwise, popops_data, popops_reduce, poplin, poprand  # noqa: F401
+    from . import (popops_elementwise, popops_data, popops_reduce, popops_dynamic, poplin, poplin_conv,  # noqa: F401
+                   poprand, control, popnn)
 
 
 _load_families()

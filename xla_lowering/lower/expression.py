@@ -25,6 +25,8 @@ class ExprProgram:
     nslots: int
     out_slot: int
     out_dtype: str
+    out_slots: list[int]        # every output (a tuple root gives several: variadic reducers)
+    out_dtypes: list[str]
     in_dtypes: list[str]
     fconst: np.ndarray
     iconst: np.ndarray
@@ -75,6 +77,8 @@ def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProg
         elif opc in ("broadcast", "reshape", "bitcast", "copy") and inst.operands[0].shape.size == 1:
             slot[inst] = slot[inst.operands[0]]
             continue
+        elif opc == "tuple" and inst is root:
+            continue
         elif opc == "parameter":
             raise UnsupportedOpError(inst, "parameter is not an input of this expression")
         else:
@@ -97,7 +101,9 @@ def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProg
             else:
                 raise UnsupportedOpError(inst, "not an elementwise operation")
         slot[inst] = dst
+    outs = list(root.operands) if root.opcode == "tuple" else [root]
     return ExprProgram(code=np.array(rows, np.int64).reshape(-1, 7), nslots=max(1, len(slot)),
-                       out_slot=slot[root], out_dtype=root.shape.dtype, in_dtypes=in_dtypes,
+                       out_slot=slot[outs[0]], out_dtype=outs[0].shape.dtype, out_slots=[slot[o] for o in outs],
+                       out_dtypes=[o.shape.dtype for o in outs], in_dtypes=in_dtypes,
                        fconst=np.array(fconst or [0.0], np.float64), iconst=np.array(iconst or [0], np.int64),
                        ops=ops)

@@ -29,6 +29,12 @@ def _canonical(dims, batch, contract, lhs: bool) -> np.ndarray:
     return iota.reshape((B, F, C) if lhs else (B, C, F))
 
 
+def _runs_along(index: np.ndarray, axis: int) -> int:
+    """How many neighbours along ``axis`` are also neighbours in memory (a sample is enough to decide)."""
+    sample = index[:, :64, :64]
+    return int(np.count_nonzero(np.diff(sample, axis=axis) == 1))
+
+
 def _pad(index: np.ndarray, shape) -> np.ndarray:
     out = np.full(shape, -1, np.int64)
     out[tuple(slice(0, s) for s in index.shape)] = index
@@ -50,31 +56,35 @@ def _stage(b, operand: DTensor, blocks: np.ndarray, tiles, per_tile: int, name: 
     return staged
 
 
-@register_lowering("dot")
-def lower_dot(ctx, lhs: DTensor, rhs: DTensor):
-    a = ctx.inst.attrs
-    b = ctx.b
-    A = _canonical(lhs.shape.dims, a.get("lhs_batch_dims", ()), a.get("lhs_contracting_dims", ()), True)
-    Bm = _canonical(rhs.shape.dims, a.get("rhs_batch_dims", ()), a.get("rhs_contracting_dims", ()), False)
+def batched_matmul(b, lhs: DTensor, A: np.ndarray, rhs: DTensor, Bm: np.ndarray, out_shape: Shape, name: str,
+                   origin: str = "") -> DTensor:
+    """out[b, m, n] = sum_k lhs[A[b, m, k]] * rhs[Bm[b, k, n]], as a tensor of ``out_shape`` (row-major B*M*N).
+
+    ``A`` ([B, M, K]) and ``Bm`` ([B, K, N]) are index maps into the operands' elements; -1 reads zero. Any
+    contraction whose operands are static gathers of its inputs (dot, convolution via its patches) is this.
+    """
     B, M, K = A.shape
     N = Bm.shape[2]
     in_dtype = lhs.dtype
-    if rhs.dtype != in_dtype:
-        raise ctx.unsupported(f"dot of {lhs.dtype} and {rhs.dtype} operands")
-    pdt = "f32" if in_dtype in ("f16", "f32") else ("f64" if in_dtype == "f64" else ctx.shape.dtype)
+    pdt = "f32" if in_dtype in ("f16", "f32") else ("f64" if in_dtype == "f64" else out_shape.dtype)
     p = plan_matmul(b.device, B, M, N, K, lhs.itemsize, in_dtype)
     T = p.tiles
     tiles = (np.arange(T, dtype=np.int64) * b.num_tiles) // T
 
+    # each block is stored in whichever order keeps the operand's contiguous runs (the AMP reads both)
+    ta = _runs_along(A, 1) > _runs_along(A, 2)
+    tb = _runs_along(Bm, 1) > _runs_along(Bm, 2)
     A = _pad(A, (p.pb * p.Bb, p.pm * p.Mb, p.pk * p.Kb)).reshape(p.pb, p.Bb, p.pm, p.Mb, p.pk, p.Kb)
-    A = np.broadcast_to(A.transpose(0, 2, 4, 1, 3, 5)[:, :, None], (p.pb, p.pm, p.pn, p.pk, p.Bb, p.Mb, p.Kb))
+    A = A.transpose(0, 2, 4, 1, 5, 3) if ta else A.transpose(0, 2, 4, 1, 3, 5)
+    A = np.broadcast_to(A[:, :, None], (p.pb, p.pm, p.pn, p.pk) + A.shape[3:])
     Bm = _pad(Bm, (p.pb * p.Bb, p.pk * p.Kb, p.pn * p.Nb)).reshape(p.pb, p.Bb, p.pk, p.Kb, p.pn, p.Nb)
-    Bm = np.broadcast_to(Bm.transpose(0, 4, 2, 1, 3, 5)[:, None], (p.pb, p.pm, p.pn, p.pk, p.Bb, p.Kb, p.Nb))
-    a_st = _stage(b, lhs, A, tiles, p.Bb * p.Mb * p.Kb, f"{ctx.name}/lhs_blocks", ctx.origin)
-    b_st = _stage(b, rhs, Bm, tiles, p.Bb * p.Kb * p.Nb, f"{ctx.name}/rhs_blocks", ctx.origin)
+    Bm = Bm.transpose(0, 4, 2, 1, 5, 3) if tb else Bm.transpose(0, 4, 2, 1, 3, 5)
+    Bm = np.broadcast_to(Bm[:, None], (p.pb, p.pm, p.pn, p.pk) + Bm.shape[3:])
+    a_st = _stage(b, lhs, A, tiles, p.Bb * p.Mb * p.Kb, f"{name}/lhs_blocks", origin)
+    b_st = _stage(b, rhs, Bm, tiles, p.Bb * p.Kb * p.Nb, f"{name}/rhs_blocks", origin)
     per_out = p.Bb * p.Mb * p.Nb
     partials = b.add_tensor(Shape(pdt, (T * per_out,)), tiles, np.arange(T) * per_out, np.full(T, per_out),
-                            f"{ctx.name}/partials", "activation", ctx.origin)
+                            f"{name}/partials", "activation", origin)
 
     t = np.repeat(np.arange(T), p.Bb)
     bi = np.tile(np.arange(p.Bb), T)
@@ -85,16 +95,25 @@ def lower_dot(ctx, lhs: DTensor, rhs: DTensor):
     group = VertexGroup("matmul", records, addr_cols=(0, 1, 2), tiles=tiles[t],
                         cycles=cyc.matmul_cycles(b.device, np.full(len(t), p.Mb), np.full(len(t), p.Nb),
                                                  np.full(len(t), p.Kb), in_dtype),
-                        params=dict(in_dt=dtypes.code(in_dtype), out_dt=dtypes.code(pdt)))
-    b.execute(ctx.name, [group], ctx.origin)
+                        params=dict(in_dt=dtypes.code(in_dtype), out_dt=dtypes.code(pdt), ta=bool(ta), tb=bool(tb)))
+    b.execute(name, [group], origin)
 
     # where output element (kk, b, m, n) sits in the partials
     where = np.arange(partials.size, dtype=np.int64).reshape(p.pb, p.pm, p.pn, p.pk, p.Bb, p.Mb, p.Nb)
     where = where.transpose(3, 0, 4, 1, 5, 2, 6).reshape(p.pk, p.pb * p.Bb, p.pm * p.Mb, p.pn * p.Nb)
     where = where[:, :B, :M, :N].reshape(p.pk, -1)
-    if p.pk == 1 and pdt == ctx.shape.dtype:
-        return DTensor.from_element_syms(ctx.shape, partials.element_syms()[where[0]], b.block_tiles(), ctx.name,
-                                         "activation", ctx.origin)
-    zero = b.constant(np.zeros((), dtypes.NUMPY[pdt]), Shape(pdt, ()), f"{ctx.name}/zero_acc", ctx.origin)
-    return reduce_rows(b, partials, np.ascontiguousarray(where.T), zero, "add", ctx.shape,
-                       f"{ctx.name}/reduce", ctx.origin)
+    if p.pk == 1 and pdt == out_shape.dtype:
+        return DTensor.from_element_syms(out_shape, partials.element_syms()[where[0]], b.block_tiles(), name,
+                                         "activation", origin)
+    zero = b.constant(np.zeros((), dtypes.NUMPY[pdt]), Shape(pdt, ()), f"{name}/zero_acc", origin)
+    return reduce_rows(b, partials, np.ascontiguousarray(where.T), zero, "add", out_shape, f"{name}/reduce", origin)
+
+
+@register_lowering("dot")
+def lower_dot(ctx, lhs: DTensor, rhs: DTensor):
+    a = ctx.inst.attrs
+    if rhs.dtype != lhs.dtype:
+        raise ctx.unsupported(f"dot of {lhs.dtype} and {rhs.dtype} operands")
+    A = _canonical(lhs.shape.dims, a.get("lhs_batch_dims", ()), a.get("lhs_contracting_dims", ()), True)
+    Bm = _canonical(rhs.shape.dims, a.get("rhs_batch_dims", ()), a.get("rhs_contracting_dims", ()), False)
+    return batched_matmul(ctx.b, lhs, A, rhs, Bm, ctx.shape, ctx.name, ctx.origin)

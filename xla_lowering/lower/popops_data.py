@@ -51,8 +51,21 @@ def lower_reshape(ctx, x):
     return x.view(ctx.shape, ctx.name)
 
 
+def _fill_program(dtype: str):
+    """An expression that writes its one-element input to every output element (popops' fill)."""
+    from ..hlo.ir import Computation, Instruction
+    from .expression import compile_computation
+    p = Instruction("parameter", Shape(dtype), attrs={"number": 0})
+    return compile_computation(Computation("fill", [p], p))
+
+
 @register_lowering("broadcast")
 def lower_broadcast(ctx, x):
+    if x.size == 1 and ctx.shape.size > 1:
+        # a scalar broadcast is a fill vertex on every tile of the output (after the scalar is sent to those
+        # tiles), not a copy descriptor per element
+        from .popops_elementwise import expression
+        return expression(ctx.b, _fill_program(ctx.shape.dtype), [x], ctx.shape, ctx.name, ctx.origin)
     dims = ctx.inst.attrs["dimensions"]
     out_dims = ctx.shape.dims
     expand = [1] * len(out_dims)

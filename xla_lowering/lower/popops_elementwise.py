@@ -67,8 +67,26 @@ def expression(b, prog: ExprProgram, operands: list[DTensor], out_shape, name: s
     return out
 
 
+def bitcast_resize(ctx, x: DTensor) -> DTensor:
+    """bitcast-convert between element types of different sizes: the same bytes seen as more, smaller elements
+    (a new minor dimension of in/out size) or fewer, larger ones (the minor dimension disappears). Row-major
+    storage does not change, so this is a view; only when a region boundary would split a wide element is the
+    operand first copied to a linear mapping (whose pieces are whole 8-byte grains)."""
+    out_isz, in_isz = ctx.shape.itemsize, x.itemsize
+    if in_isz > out_isz:
+        r = in_isz // out_isz
+        return DTensor(ctx.shape, x.tiles, x.starts * r, x.counts * r, x.syms, ctx.name, x.category, x.origin)
+    r = out_isz // in_isz
+    if np.any(x.starts % r) or np.any(x.counts % r):
+        t = ctx.b.linear(x.shape, f"{ctx.name}/regrain", "temporary", ctx.origin)
+        x = ctx.b.rearrange(t, [x], np.arange(x.size), name=f"{ctx.name}/regrain", origin=ctx.origin)
+    return DTensor(ctx.shape, x.tiles, x.starts // r, x.counts // r, x.syms, ctx.name, x.category, x.origin)
+
+
 @register_lowering(*sorted(ELEMENTWISE))
 def lower_elementwise(ctx, *operands):
+    if ctx.inst.opcode == "bitcast-convert" and ctx.shape.itemsize != operands[0].itemsize:
+        return bitcast_resize(ctx, operands[0])
     # an operand used twice (multiply(x, x)) is one input of the vertex
     unique = dict(zip(ctx.inst.operands, operands))
     return expression(ctx.b, compile_instruction(ctx.inst), list(unique.values()), ctx.shape, ctx.name, ctx.origin)

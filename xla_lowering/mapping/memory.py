@@ -13,7 +13,7 @@ import numpy as np
 
 from kernels import cycles as cyc
 from kernels.executable import MemoryReport
-from kernels.program import Copy, Execute, If, Repeat, StreamIn, StreamOut
+from kernels.program import Copy, Execute, If, Repeat, StreamIn, StreamOut, Switch, While
 
 from ..errors import TileMemoryError
 from .tensor import OFFSET_BITS, OFFSET_MASK
@@ -36,6 +36,16 @@ def _flatten(seq, out, loops):
             _flatten(step.then_body, out, loops)
             _flatten(step.else_body, out, loops)
             loops.append((start, len(out) - 1))    # both branches: treat like a loop (either may run)
+        elif isinstance(step, While):
+            start = len(out)
+            _flatten(step.cond, out, loops)
+            _flatten(step.body, out, loops)
+            loops.append((start, len(out) - 1))    # condition and body run again and again: one loop
+        elif isinstance(step, Switch):
+            start = len(out)
+            for branch in step.branches:
+                _flatten(branch, out, loops)
+            loops.append((start, len(out) - 1))    # any branch may run
 
 
 def _step_syms(step):
@@ -47,6 +57,10 @@ def _step_syms(step):
         return [step.rows[:, 0]]
     if isinstance(step, If):
         return [np.array([step.cond_addr], np.int64)]
+    if isinstance(step, While):
+        return [np.array([step.cond_addr], np.int64)]
+    if isinstance(step, Switch):
+        return [np.array([step.index_addr], np.int64)]
     return []
 
 
@@ -182,8 +196,10 @@ def resolve(builder, base: np.ndarray, steps) -> None:
             step.rows[:, :2] = absolute(step.rows[:, :2])
         elif isinstance(step, (StreamIn, StreamOut)):
             step.rows[:, 0] = absolute(step.rows[:, 0])
-        elif isinstance(step, If):
+        elif isinstance(step, (If, While)):
             step.cond_addr = int(absolute(np.int64(step.cond_addr)))
+        elif isinstance(step, Switch):
+            step.index_addr = int(absolute(np.int64(step.index_addr)))
 
 
 def estimate_cycles(device, steps) -> None:

@@ -108,3 +108,16 @@ def test_compiler_layers_do_not_import_tensorflow():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compile_time_constant_inputs_are_folded_and_explained():
+    strategy = tf_ipu.IPUStrategy(tf_ipu.IPUConfig(tiles_per_ipu=8, compile_progress=False))
+
+    @tf.function
+    def row(x, i):
+        return x[i] * 2.0
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.testing.assert_array_equal(strategy.run(row, args=(x, np.int32(2))).numpy(), x[2] * 2)
+    np.testing.assert_array_equal(strategy.run(row, args=(x, np.int32(1))).numpy(), x[1] * 2)
+    assert "value of input(s) [1] changed" in strategy.last_recompile_reason

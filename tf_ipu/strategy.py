@@ -44,6 +44,7 @@ class _Trace:
     structure: object         # structured outputs of the concrete function
     n_outputs: int            # flat outputs of the structure (updated variables follow them)
     signature: tuple
+    folded: list              # inputs XLA folded into the program as compile-time constants
 
 
 def _signature(values) -> tuple:
@@ -58,6 +59,39 @@ def _describe_change(old: tuple, new: tuple) -> str:
     if diffs:
         return "input shapes or types changed (" + "; ".join(diffs) + ")"
     return "its HLO changed with the same input shapes (a Python value, a captured tensor or the code changed)"
+
+
+def _fits(param, value) -> bool:
+    return tuple(param.shape.dims) == tuple(np.shape(value)) and param.shape.np_dtype == np.asarray(value).dtype
+
+
+def _match_parameters(params, values, variables):
+    """Pair the HLO's parameters with the function's tensor inputs.
+
+    XLA folds inputs that must be compile-time constants (a slice's begin, a reshape's shape) into the HLO, so it
+    can have fewer parameters than the function has inputs; the others keep their order. They are matched by
+    shape and type; when a folded input could be confused with a kept one, we refuse rather than guess.
+    """
+    if len(params) == len(values):
+        return values, variables, []
+    kept, j = [], 0
+    for p in params:
+        while j < len(values) and not _fits(p, values[j]):
+            j += 1
+        if j == len(values):
+            raise RuntimeError(f"the function's HLO takes {len(params)} parameters that do not match its "
+                               f"{len(values)} inputs (arguments and captured variables)")
+        kept.append(j)
+        j += 1
+    folded = [i for i in range(len(values)) if i not in kept]
+    for i in folded:
+        if any(_fits(params[k], values[i]) for k in range(len(params))):
+            raise RuntimeError(f"input {i} (shape {list(np.shape(values[i]))}) is folded into the program as a "
+                               f"compile-time constant (XLA needs its value, e.g. a slice's start), but another "
+                               f"input has the same shape and type, so the inputs cannot be matched to the "
+                               f"program's parameters; pass that value as a Python number instead of a tensor")
+    log.info("inputs %s are compile-time constants folded into the program: a new value recompiles it", folded)
+    return [values[i] for i in kept], [variables[i] for i in kept], folded
 
 
 class IPUStrategy(tf.distribute.OneDeviceStrategy):
@@ -152,13 +186,11 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
                 values.append(cap.numpy())
                 variables.append(None)
         params = module.entry.parameters
-        if len(params) != len(values):
-            raise RuntimeError(f"the function's HLO takes {len(params)} parameters but {len(values)} values were "
-                               f"found for them (arguments and captured variables)")
+        values, variables, folded = _match_parameters(params, values, variables)
         values = [v.astype(p.shape.np_dtype, copy=False).reshape(p.shape.dims) for v, p in zip(values, params)]
         structure = cf.structured_outputs
         n_outputs = len(tf.nest.flatten(structure)) if structure is not None else 0
-        return _Trace(module, values, variables, structure, n_outputs, _signature(values))
+        return _Trace(module, values, variables, structure, n_outputs, _signature(values), folded)
 
     # --- compiling through the cache -----------------------------------------------------------------
     def _compile(self, fn, trace: _Trace) -> _Compiled:
@@ -172,8 +204,12 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
         previous = rec.get("last")
         name = getattr(fn, "__name__", getattr(getattr(fn, "python_function", None), "__name__", "function"))
         if previous is not None:
-            self.last_recompile_reason = f"recompiling '{name}' for the IPU because " + \
-                _describe_change(previous[1], trace.signature)
+            reason = _describe_change(previous[1], trace.signature)
+            if previous[1] == trace.signature and trace.folded:
+                reason = (f"the value of input(s) {trace.folded} changed, and XLA needs their values when it "
+                          f"compiles (e.g. a slice's start): pass them as part of a tensor the program indexes, "
+                          f"or expect a compile per value")
+            self.last_recompile_reason = f"recompiling '{name}' for the IPU because {reason}"
             log.warning(self.last_recompile_reason)
         t0 = time.perf_counter()
         exe = compile_module(trace.module, self.device_model, CompileOptions(progress=self.config.compile_progress))

@@ -516,17 +516,11 @@ def test_zero_size_intermediates():
                       x)
 
 
-@pytest.mark.xfail(strict=True, reason="popops_reduce.py reduce_rows/_reduce_stage: a reduction over a zero-length "
-                   "dimension into a non-empty output builds an output tensor with no regions (AssertionError "
-                   "'regions of Sum.8 cover 0 elements, shape f32[2] has 2') instead of filling it with the init value")
 def test_reduce_over_empty_dimension():
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     assert_matches_tf(lambda x: (tf.reduce_sum(x[:, 2:2], 1), tf.reduce_max(x[:, :0], 1), tf.reduce_sum(x[:0])), x)
 
 
-@pytest.mark.xfail(strict=True, reason="matmul_plan.py plan_matmul: with M, N or K = 0 _candidates() is empty and "
-                   "mem.min() raises 'zero-size array to reduction operation minimum' (poplin.lower_dot should "
-                   "give zeros for K=0 and an empty result for M or N = 0)")
 @pytest.mark.parametrize("case", ["K=0", "M=0"])
 def test_matmul_with_a_zero_dimension(case):
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
@@ -536,9 +530,6 @@ def test_matmul_with_a_zero_dimension(case):
         assert_matches_tf(lambda x: tf.matmul(x[:0], tf.transpose(x)), x)
 
 
-@pytest.mark.xfail(strict=True, reason="tf_ipu/strategy.py IPUStrategy._trace: tf2xla turns zero-element arguments "
-                   "into constants and leaves them out of the HLO parameters, so 'the function's HLO takes 1 "
-                   "parameters but 2 values were found' is raised; _trace should drop zero-element arguments")
 def test_zero_element_arguments():
     e = np.zeros((0, 3), np.float32)
     x = np.arange(2, dtype=np.float32)

@@ -81,8 +81,12 @@ def test_run_inside_tf_function_is_refused():
     strategy = get_strategy()
 
     @tf.function
+    def add_one(y):
+        return y + 1
+
+    @tf.function(autograph=False)
     def outer(x):
-        return strategy.run(tf.function(lambda y: y + 1), args=(x,))
+        return strategy.run(add_one, args=(x,))
 
     with pytest.raises(RuntimeError, match="eagerly"):
         outer(tf.constant(1.0))

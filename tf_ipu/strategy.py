@@ -4,6 +4,10 @@
 (``experimental_get_compiler_ir(...)(stage="hlo_serialized")``), converts it to the project's IR, compiles it
 through the executable cache and runs it on the simulated IPU. Variables the function reads are inputs; the
 variables it updates come back as aliased outputs and are assigned on the host.
+
+Keras 3 models created (or fitted) under ``strategy.scope()`` train, evaluate and predict on the simulated IPU:
+creating an IPUStrategy installs tf_ipu.trainer's hook (see there), which compiles each model's whole
+``train_step`` / ``test_step`` / ``predict_step`` through this strategy's ``_trace`` and ``_compile``.
 """
 from __future__ import annotations
 
@@ -57,7 +61,13 @@ def _describe_change(old: tuple, new: tuple) -> str:
     diffs = [f"argument {i}: {o[1]}{list(o[0])} -> {n[1]}{list(n[0])}" for i, (o, n) in enumerate(zip(old, new))
              if o != n]
     if diffs:
-        return "input shapes or types changed (" + "; ".join(diffs) + ")"
+        detail = "; ".join(diffs)
+        changed = [(o, n) for o, n in zip(old, new) if o != n]
+        if all(o[1] == n[1] and len(o[0]) == len(n[0]) >= 1 and o[0][1:] == n[0][1:] for o, n in changed) and \
+                len({(o[0][0], n[0][0]) for o, n in changed}) == 1:
+            # only the leading dimension changed, the same way everywhere: e.g. Keras's last partial batch
+            return f"the batch size changed from {changed[0][0][0][0]} to {changed[0][1][0][0]} ({detail})"
+        return f"input shapes or types changed ({detail})"
     return "its HLO changed with the same input shapes (a Python value, a captured tensor or the code changed)"
 
 
@@ -115,6 +125,8 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
         self._last_report: Report | None = None
         self.compile_count = 0
         self.last_recompile_reason: str | None = None
+        from .trainer import install_keras_hook
+        install_keras_hook()           # Keras models under this strategy's scope train on the IPU
 
     # --- public API ------------------------------------------------------------------------------
     def run(self, fn, args=(), kwargs=None, options=None):
@@ -156,10 +168,11 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
             rec["jit"] = tf.function(python_fn, jit_compile=True, autograph=True)
         return rec["jit"]
 
-    def _trace(self, fn, args, kwargs) -> _Trace:
+    def _trace(self, fn, args, kwargs, jit=None) -> _Trace:
+        """Trace ``fn`` for these arguments (with ``jit``, an XLA tf.function of it, when the caller made one)."""
         if not isinstance(args, (tuple, list)):
             args = (args,)
-        jit = self._jit(fn)
+        jit = jit or self._jit(fn)
         cf = jit.get_concrete_function(*args, **kwargs)
         hlo = jit.experimental_get_compiler_ir(*args, **kwargs)(stage="hlo_serialized")
         module = module_from_proto(hlo)

@@ -22,6 +22,15 @@ cdef enum:
     DT_F32 = 10
     DT_F64 = 11
 
+cdef inline int elem_bytes(int dt) noexcept nogil:
+    if dt == DT_PRED or dt == DT_S8 or dt == DT_U8:
+        return 1
+    if dt == DT_S16 or dt == DT_U16 or dt == DT_F16:
+        return 2
+    if dt == DT_S32 or dt == DT_U32 or dt == DT_F32:
+        return 4
+    return 8
+
 cdef inline bint is_float(int dt) noexcept nogil:
     return dt >= DT_F16
 

@@ -596,7 +596,7 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
     cdef int64_t* steps
     cdef uint8_t* base = &mem[0]
     cdef uint8_t* out
-    cdef int osz = elem_size(out_dt)
+    cdef int osz = elem_bytes(out_dt)
     cdef Py_ssize_t j
     cdef int64_t isz
     cdef int64_t work = 0
@@ -618,7 +618,7 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
                 if cnt > BLOCK:
                     cnt = BLOCK
                 for i in range(nin):
-                    isz = elem_size(in_dt[i])
+                    isz = elem_bytes(in_dt[i])
                     steps[i] = 0 if in_scalar[i] else isz
                     ptrs[i] = base + records[v, 2 + i] + (0 if in_scalar[i] else start * isz)
                 run_program(code, F, I, <int>cnt, ptrs, steps, &in_dt[0], fconst, iconst)
@@ -640,8 +640,6 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
         free(steps)
 
 
-cdef inline int elem_size(int dt) noexcept nogil:
-    return bits_of(dt) // 8 if dt != DT_PRED else 1
 
 
 def run_reduce_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_t[:, ::1] code,
@@ -692,19 +690,19 @@ def run_reduce_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const
                 k0 = 0 if records[v, 4 + 2 * n] >= 0 else 1
                 for i in range(n):
                     dt = in_dt[i]
-                    isz = elem_size(dt)
+                    isz = elem_bytes(dt)
                     init_addr = records[v, 4 + 2 * n + i]
                     for j in range(cnt):
                         if init_addr >= 0:
                             memcpy(acc + (i * BLOCK + j) * 8, base + init_addr, isz)
                         else:
                             memcpy(acc + (i * BLOCK + j) * 8,
-                                   base + records[v, 4 + n + i] + ((r0 + j) * rstride) * elem_size(in_dt[n + i]), isz)
+                                   base + records[v, 4 + n + i] + ((r0 + j) * rstride) * elem_bytes(in_dt[n + i]), isz)
                 for k in range(k0, row_len):
                     for i in range(n):
                         ptrs[i] = acc + i * BLOCK * 8
                         steps[i] = 8
-                        isz = elem_size(in_dt[n + i])
+                        isz = elem_bytes(in_dt[n + i])
                         ptrs[n + i] = base + records[v, 4 + n + i] + (r0 * rstride + k * estride) * isz
                         steps[n + i] = rstride * isz
                     run_program(code, F, I, <int>cnt, ptrs, steps, &in_dt[0], fconst, iconst)
@@ -717,7 +715,7 @@ def run_reduce_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const
                             else:
                                 store_i(acc + (i * BLOCK + j) * 8, dt, I[slot * BLOCK + j])
                 for i in range(n):
-                    isz = elem_size(in_dt[i])
+                    isz = elem_bytes(in_dt[i])
                     for j in range(cnt):
                         memcpy(base + records[v, 4 + i] + (r0 + j) * isz, acc + (i * BLOCK + j) * 8, isz)
                 r0 = r0 + cnt

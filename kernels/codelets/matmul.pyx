@@ -11,13 +11,19 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 from ._common cimport *
 
 
-cdef void gemm_f32(const float* A, const float* B, float* C, int M, int N, int K, bint ta, bint tb) noexcept nogil:
+ctypedef fused floating:
+    float
+    double
+
+
+cdef void gemm(const floating* A, const floating* B, floating* C, int M, int N, int K, bint ta,
+               bint tb) noexcept nogil:
     """Row-major C[M,N] = A @ B with A stored [M,K] (or [K,M] when ta) and B [K,N] (or [N,K] when tb)."""
     cdef char opa = b'T' if ta else b'N'
     cdef char opb = b'T' if tb else b'N'
     cdef int lda = M if ta else K
     cdef int ldb = K if tb else N
-    cdef float one = 1.0, zero = 0.0
+    cdef floating one = 1.0, zero = 0.0
     if M == 0 or N == 0:
         return
     if K == 0:
@@ -25,23 +31,10 @@ cdef void gemm_f32(const float* A, const float* B, float* C, int M, int N, int K
             C[i] = 0.0
         return
     # row-major C = A B  is column-major C^T = B^T A^T
-    sgemm(&opb, &opa, &N, &M, &K, &one, <float*>B, &ldb, <float*>A, &lda, &zero, C, &N)
-
-
-cdef void gemm_f64(const double* A, const double* B, double* C, int M, int N, int K, bint ta,
-                   bint tb) noexcept nogil:
-    cdef char opa = b'T' if ta else b'N'
-    cdef char opb = b'T' if tb else b'N'
-    cdef int lda = M if ta else K
-    cdef int ldb = K if tb else N
-    cdef double one = 1.0, zero = 0.0
-    if M == 0 or N == 0:
-        return
-    if K == 0:
-        for i in range(M * N):
-            C[i] = 0.0
-        return
-    dgemm(&opb, &opa, &N, &M, &K, &one, <double*>B, &ldb, <double*>A, &lda, &zero, C, &N)
+    if floating is float:
+        sgemm(&opb, &opa, &N, &M, &K, &one, <float*>B, &ldb, <float*>A, &lda, &zero, C, &N)
+    else:
+        dgemm(&opb, &opa, &N, &M, &K, &one, <double*>B, &ldb, <double*>A, &lda, &zero, C, &N)
 
 
 cdef void gemm_generic(const uint8_t* A, const uint8_t* B, uint8_t* C, int M, int N, int K,
@@ -61,7 +54,7 @@ cdef void gemm_generic(const uint8_t* A, const uint8_t* B, uint8_t* C, int M, in
             fa[i] = <float>load_f(A + i * isz, in_dt)
         for i in range(K * N):
             fb[i] = <float>load_f(B + i * isz, in_dt)
-        gemm_f32(fa, fb, fc, M, N, K, ta, tb)
+        gemm(fa, fb, fc, M, N, K, ta, tb)
         for i in range(M * N):
             store_f(C + i * osz, out_dt, fc[i])
         free(fa)
@@ -73,16 +66,6 @@ cdef void gemm_generic(const uint8_t* A, const uint8_t* B, uint8_t* C, int M, in
                     acc = acc + (load_i(A + ((k * M + i) if ta else (i * K + k)) * isz, in_dt)
                                  * load_i(B + ((j * K + k) if tb else (k * N + j)) * isz, in_dt))
                 store_i(C + (i * N + j) * osz, out_dt, wrap_i(acc, out_dt))
-
-
-cdef inline int elem_bytes(int dt) noexcept nogil:
-    if dt == DT_PRED or dt == DT_S8 or dt == DT_U8:
-        return 1
-    if dt == DT_S16 or dt == DT_U16 or dt == DT_F16:
-        return 2
-    if dt == DT_S32 or dt == DT_U32 or dt == DT_F32:
-        return 4
-    return 8
 
 
 def run_matmul(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int out_dt, bint ta=False,
@@ -103,10 +86,10 @@ def run_matmul(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int o
     nt = host_threads(work // 16)
     for v in prange(nv, nogil=True, schedule='dynamic', num_threads=nt):
         if in_dt == DT_F32 and out_dt == DT_F32:
-            gemm_f32(<float*>(base + records[v, 0]), <float*>(base + records[v, 1]),
+            gemm(<float*>(base + records[v, 0]), <float*>(base + records[v, 1]),
                      <float*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], ta, tb)
         elif in_dt == DT_F64 and out_dt == DT_F64:
-            gemm_f64(<double*>(base + records[v, 0]), <double*>(base + records[v, 1]),
+            gemm(<double*>(base + records[v, 0]), <double*>(base + records[v, 1]),
                      <double*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], ta, tb)
         else:
             gemm_generic(base + records[v, 0], base + records[v, 1], base + records[v, 2],

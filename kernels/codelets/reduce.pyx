@@ -22,16 +22,6 @@ cdef enum:
     R_XOR = 6
 
 
-cdef inline int elem_bytes(int dt) noexcept nogil:
-    if dt == DT_PRED or dt == DT_S8 or dt == DT_U8:
-        return 1
-    if dt == DT_S16 or dt == DT_U16 or dt == DT_F16:
-        return 2
-    if dt == DT_S32 or dt == DT_U32 or dt == DT_F32:
-        return 4
-    return 8
-
-
 cdef inline double fcombine(double acc, double x, int op) noexcept nogil:
     if op == R_ADD:
         return acc + x

@@ -58,7 +58,7 @@ def lower_instruction(b, inst: Instruction, operands: list):
 def _load_families() -> None:
     # importing a family module registers its rules
     from . import (popops_elementwise, popops_data, popops_reduce, popops_dynamic, poplin, poplin_conv,  # noqa: F401
-                   poprand, control, popnn)
+                   poprand, control, popnn, keras_ops)
 
 
 _load_families()

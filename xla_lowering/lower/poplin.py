@@ -66,6 +66,10 @@ def batched_matmul(b, lhs: DTensor, A: np.ndarray, rhs: DTensor, Bm: np.ndarray,
     B, M, K = A.shape
     N = Bm.shape[2]
     in_dtype = lhs.dtype
+    if out_shape.size == 0:
+        return b.linear(out_shape, name, "activation", origin)
+    if K == 0:                   # an empty contraction: every output is zero
+        return b.constant(np.zeros(out_shape.dims, out_shape.np_dtype), out_shape, name, origin)
     pdt = "f32" if in_dtype in ("f16", "f32") else ("f64" if in_dtype == "f64" else out_shape.dtype)
     p = plan_matmul(b.device, B, M, N, K, lhs.itemsize, in_dtype)
     T = p.tiles

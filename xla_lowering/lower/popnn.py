@@ -26,6 +26,7 @@ from ..hlo.ir import Computation, Instruction, Shape
 from ..mapping.tensor import DTensor
 from . import register_lowering
 from .expression import compile_computation
+from .popops_data import pad_index
 from .popops_elementwise import expression
 from .popops_reduce import reduce_generic, reduce_index, reduce_rows, simple_reducer
 
@@ -96,23 +97,6 @@ def normalized_window(inst) -> list[dict]:
             for w in inst.attrs.get("window", ())]
 
 
-def _dilate_pad(index: np.ndarray, d: int, interior: int, lo: int, hi: int) -> np.ndarray:
-    """Base dilation (holes between elements) and low/high padding of dimension d; negative padding crops."""
-    n = index.shape[d]
-    if interior and n > 1:
-        shape = list(index.shape)
-        shape[d] = n + (n - 1) * interior
-        spread = np.full(shape, -1, np.int64)
-        take = [slice(None)] * index.ndim
-        take[d] = slice(None, None, interior + 1)
-        spread[tuple(take)] = index
-        index = spread
-    pads = [(0, 0)] * index.ndim
-    pads[d] = (max(lo, 0), max(hi, 0))
-    index = np.pad(index, pads, constant_values=-1)
-    crop = [slice(None)] * index.ndim
-    crop[d] = slice(max(-lo, 0), index.shape[d] - max(-hi, 0))
-    return index[tuple(crop)]
 
 
 def window_index(dims, window: list[dict]) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -120,7 +104,7 @@ def window_index(dims, window: list[dict]) -> tuple[np.ndarray, tuple[int, ...]]
     rank = len(dims)
     index = np.arange(int(np.prod(dims, dtype=np.int64)), dtype=np.int64).reshape(dims)
     for d, w in enumerate(window):
-        index = _dilate_pad(index, d, w["base_dilation"] - 1, w["pad_low"], w["pad_high"])
+        index = pad_index(index, d, w["base_dilation"] - 1, w["pad_low"], w["pad_high"])
     grids, out_dims = [], []
     for d, w in enumerate(window):
         span = (w["size"] - 1) * w["window_dilation"] + 1

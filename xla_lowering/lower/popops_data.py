@@ -103,26 +103,32 @@ def lower_concatenate(ctx, *xs):
     return moved(ctx, xs, index, which)
 
 
+def pad_index(index: np.ndarray, d: int, interior: int, lo: int, hi: int) -> np.ndarray:
+    """An index map padded along dimension d: ``interior`` holes between elements, then low/high padding
+    (negative padding crops); new positions hold -1."""
+    n = index.shape[d]
+    if interior and n > 1:
+        shape = list(index.shape)
+        shape[d] = n + (n - 1) * interior
+        spread = np.full(shape, -1, np.int64)
+        take = [slice(None)] * index.ndim
+        take[d] = slice(None, None, interior + 1)
+        spread[tuple(take)] = index
+        index = spread
+    pads = [(0, 0)] * index.ndim
+    pads[d] = (max(lo, 0), max(hi, 0))
+    index = np.pad(index, pads, constant_values=-1)
+    crop = [slice(None)] * index.ndim
+    crop[d] = slice(max(-lo, 0), index.shape[d] - max(-hi, 0))
+    return index[tuple(crop)]
+
+
 @register_lowering("pad")
 def lower_pad(ctx, x, value):
     # element -1 means "the padding value"; negative low/high padding crops
     index = _iota(x.shape.dims)
     for d, (lo, hi, interior) in enumerate(ctx.inst.attrs["padding"]):
-        n = index.shape[d]
-        if interior and n > 1:
-            shape = list(index.shape)
-            shape[d] = n + (n - 1) * interior
-            spread = np.full(shape, -1, np.int64)
-            take = [slice(None)] * index.ndim
-            take[d] = slice(None, None, interior + 1)
-            spread[tuple(take)] = index
-            index = spread
-        pads = [(0, 0)] * index.ndim
-        pads[d] = (max(lo, 0), max(hi, 0))
-        index = np.pad(index, pads, constant_values=-1)
-        crop = [slice(None)] * index.ndim
-        crop[d] = slice(max(-lo, 0), index.shape[d] - max(-hi, 0))
-        index = index[tuple(crop)]
+        index = pad_index(index, d, interior, lo, hi)
     which = (index < 0).astype(np.int64)
     return moved(ctx, [x, value], np.where(index < 0, 0, index), which)
 

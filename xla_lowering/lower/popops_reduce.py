@@ -118,6 +118,12 @@ def _reduce_stage(b, src: DTensor, column: bool, op: str, out_shape: Shape, init
     return out
 
 
+def _fill(b, init: DTensor, out_shape: Shape, name: str, origin: str) -> DTensor:
+    """Every output an empty reduction: the init value."""
+    out = b.linear(out_shape, name, "activation", origin)
+    return b.rearrange(out, [init], np.zeros(out_shape.size, np.int64), name=name, origin=origin)
+
+
 def reduce_rows(b, x: DTensor, index: np.ndarray, init: DTensor, op: str, out_shape: Shape, name: str,
                 origin: str = "") -> DTensor:
     """out[o] = op(init, x[index[o, 0]], ..., x[index[o, R-1]]) for a [O, R] index map into ``x``.
@@ -125,6 +131,8 @@ def reduce_rows(b, x: DTensor, index: np.ndarray, init: DTensor, op: str, out_sh
     An index of -1 reads the init value (reduce-window padding).
     """
     rows, row_len = index.shape
+    if row_len == 0 or rows == 0:
+        return _fill(b, init, out_shape, name, origin)
     parts = choose_parts(rows, row_len, b.num_tiles)
     src, src_index = x, index
     if parts > 1:
@@ -195,6 +203,8 @@ def reduce_generic(b, xs: list[DTensor], index, inits: list[DTensor], reducer: C
     order; a split also combines partial accumulators, so the reducer must be associative (XLA's contract).
     """
     from .expression import compile_computation
+    if np.shape(index if not isinstance(index, list) else index[0])[1] == 0 or out_shapes[0].size == 0:
+        return [_fill(b, init, shape, f"{name}/out{i}", origin) for i, (init, shape) in enumerate(zip(inits, out_shapes))]
     prog = compile_computation(reducer)
     maps = list(index) if isinstance(index, (list, tuple)) else [index] * len(xs)
     rows, row_len = maps[0].shape

@@ -93,8 +93,8 @@ def main():
     strategy = tf_ipu.IPUStrategy(tf_ipu.IPUConfig(device=args.device, tiles_per_ipu=args.tiles,
                                                    compile_progress=False))
     model, accuracy, seconds, host_rate = train(strategy.scope(), data, args)
-    report = model.train_function.last_report            # the latest training step's cycles and memory
-    batch = model.train_function.last_batch_size
+    batch = args.batch_size
+    report = model.train_function.reports[batch]         # the latest full training step's cycles and memory
     ipu_rate = batch / report.seconds
     print(f"\nSimulated {report.device} IPU ({report.num_tiles} tiles at {report.clock_hz / 1e9:.2f} GHz), "
           f"{args.epochs} epochs in {seconds:.1f} s of host time ({strategy.compile_count} compiles)")

@@ -14,6 +14,19 @@ from typing import Any
 import numpy as np
 
 
+# Every codelet the engine runs, with the params its vertex groups must carry (the engine's ``_execute`` reads
+# them). A loaded executable naming another codelet, or missing one of these params, is refused.
+CODELETS: dict[str, tuple[str, ...]] = {
+    "expr": ("code", "in_dt", "in_scalar", "out_dt", "out_slot", "nslots", "fconst", "iconst"),
+    "reduce_expr": ("code", "in_dt", "out_slots", "nacc", "nslots", "fconst", "iconst"),
+    "matmul": ("in_dt", "out_dt"),
+    "reduce": ("op", "in_dt", "out_dt", "init_dt"),
+    "rng": ("distribution", "out_dt", "stream"),
+    "dyn_gather": ("esz", "idx_dt", "idx_sz", "dim_size", "win", "row_step", "oi_off"),
+    "dyn_scatter": ("dt", "esz", "idx_dt", "idx_sz", "dim_size", "win", "row_step", "oi_off", "op", "mode"),
+}
+
+
 @dataclass
 class VertexGroup:
     """Vertices of one codelet in a compute set. ``records`` rows are that codelet's vertex fields."""

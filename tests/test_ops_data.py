@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import tf_ipu
-from conftest import assert_matches_tf, dtype_id, get_strategy, random_array, seeds, shapes, tf
+from conftest import assert_matches_tf, dtype_id, examples, get_strategy, random_array, seeds, shapes, tf
 
 F32, F16, S32, S64 = np.float32, np.float16, np.int32, np.int64
 DATA_DTYPES = [F32, F16, S32, S64, np.bool_]
@@ -136,7 +136,7 @@ def strided_slice_case(draw):
 
 
 @pytest.mark.parametrize("dtype", [F32, F16, S64], ids=dtype_id)
-@settings(max_examples=8)
+@examples(15)
 @given(case=strided_slice_case(), seed=seeds)
 def test_strided_slice(dtype, case, seed):
     """Python slicing of tensors (StridedSlice), including negative strides (XLA: reverse + slice)."""
@@ -287,7 +287,7 @@ def _matmul_data(rng, shape, dtype):
 
 @pytest.mark.parametrize("dtype", [F32, F16, S32], ids=dtype_id)
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
-@settings(max_examples=4)
+@examples(8)
 @given(m=dims_mnk, n=dims_mnk, k=dims_mnk, seed=seeds)
 def test_matmul(ta, tb, dtype, m, n, k, seed):
     rng = _rng(seed)
@@ -297,7 +297,7 @@ def test_matmul(ta, tb, dtype, m, n, k, seed):
 
 
 @pytest.mark.parametrize("dtype", [F32, F16], ids=dtype_id)
-@settings(max_examples=4)
+@examples(8)
 @given(batch=st.lists(st.sampled_from([1, 2, 3, 5]), min_size=1, max_size=2), m=dims_mnk, n=dims_mnk,
        k=dims_mnk, bcast=st.booleans(), seed=seeds)
 def test_batch_matmul(dtype, batch, m, n, k, bcast, seed):
@@ -305,7 +305,10 @@ def test_batch_matmul(dtype, batch, m, n, k, bcast, seed):
     a = _matmul_data(rng, (*batch, m, k), dtype)
     b_batch = [1] * len(batch) if bcast else batch
     b = _matmul_data(rng, (*b_batch, k, n), dtype)
-    assert_matches_tf(lambda a, b: (a @ b, tf.matmul(a, b, adjoint_b=False)), a, b, loose=True)
+    # TF's eager f16 BatchMatMul (oneDNN) is wrong, and can crash, on CPUs with AVX512-FP16/AMX: for f16 the
+    # reference is TF's XLA on the CPU
+    assert_matches_tf(lambda a, b: (a @ b, tf.matmul(a, b, adjoint_b=False)), a, b, loose=True,
+                      reference="xla" if dtype == F16 else "eager")
 
 
 EINSUMS = {

@@ -11,11 +11,11 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, strategies as st
 
-from conftest import assert_matches_tf, dtype_id, get_strategy, random_array, seeds, shapes, tf
+from conftest import assert_matches_tf, dtype_id, examples, get_strategy, random_array, seeds, shapes, tf
 
-EXAMPLES = settings(max_examples=3)         # per (op, dtype): shapes vary across the examples
+EXAMPLES = examples(6)         # per (op, dtype): shapes vary across the examples
 F32, F16, S32, S64 = np.float32, np.float16, np.int32, np.int64
 
 

@@ -1,6 +1,7 @@
 """IPUConfig: which simulated IPU to target and how, validated when made."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 from kernels.device import DEVICES, DeviceModel
@@ -16,6 +17,8 @@ class IPUConfig:
     num_ipus, replication_factor: only 1 for now (several IPUs come later).
     compile_progress: show a progress bar for compiles that take more than two seconds.
     seed: seed of the device's random number generators.
+    executable_cache_dir: a directory of compiled executables shared by processes (``<key hash>.ipuexe`` files,
+        made when first written); None keeps executables in memory only.
     """
     device: str = "mk2"
     tiles_per_ipu: int | None = None
@@ -23,6 +26,7 @@ class IPUConfig:
     replication_factor: int = 1
     compile_progress: bool = True
     seed: int = 0
+    executable_cache_dir: str | None = None
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -39,6 +43,16 @@ class IPUConfig:
                 raise NotImplementedError(f"IPUConfig({name}={value}): only one IPU is simulated so far")
         if not isinstance(self.seed, int):
             raise ValueError(f"IPUConfig(seed={self.seed!r}): must be an integer")
+        if self.executable_cache_dir is not None:
+            cache = self.executable_cache_dir
+            if not isinstance(cache, (str, os.PathLike)) or not os.fspath(cache):
+                raise ValueError(f"IPUConfig(executable_cache_dir={cache!r}): must be a directory path (str or "
+                                 f"os.PathLike) or None")
+            cache = os.path.abspath(os.path.expanduser(os.fsdecode(cache)))
+            if os.path.exists(cache) and not os.path.isdir(cache):
+                raise ValueError(f"IPUConfig(executable_cache_dir={self.executable_cache_dir!r}): {cache} exists "
+                                 f"and is not a directory")
+            object.__setattr__(self, "executable_cache_dir", cache)
 
     @property
     def device_model(self) -> DeviceModel:
@@ -49,6 +63,6 @@ class IPUConfig:
         return replace(self, **changes)
 
     def cache_key(self) -> tuple:
-        """What an executable depends on (not seed or progress display)."""
+        """What an executable depends on (not seed, progress display or where executables are cached)."""
         return (self.device, self.tiles_per_ipu or DEVICES[self.device].num_tiles, self.num_ipus,
                 self.replication_factor)

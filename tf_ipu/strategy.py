@@ -26,6 +26,7 @@ from kernels.executable import Executable
 from xla_lowering.compiler import CompileOptions, compile_module
 
 from .config import IPUConfig
+from .disk_cache import CacheStats, DiskCache
 from .hlo_proto import module_from_proto
 from .report import Report
 
@@ -124,6 +125,10 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
         self._functions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._last_report: Report | None = None
         self.compile_count = 0
+        self._disk_cache = None           # IPUConfig(executable_cache_dir=...): executables shared by processes
+        if self.config.executable_cache_dir:
+            from . import __version__
+            self._disk_cache = DiskCache(self.config.executable_cache_dir, f"tf-ipu {__version__}")
         self.last_recompile_reason: str | None = None
         from .trainer import install_keras_hook
         install_keras_hook()           # Keras models under this strategy's scope train on the IPU
@@ -147,6 +152,11 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
         if self._last_report is None:
             raise RuntimeError("no program has run on this IPUStrategy yet")
         return self._last_report
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        """Hits, misses and refused entries of the executable cache on disk (zeros without a cache directory)."""
+        return self._disk_cache.stats if self._disk_cache else CacheStats()
 
     def compile(self, fn, args=(), kwargs=None) -> Executable:
         """Compile ``fn`` for these arguments without running it (through the same cache)."""
@@ -224,11 +234,16 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
                           f"or expect a compile per value")
             self.last_recompile_reason = f"recompiling '{name}' for the IPU because {reason}"
             log.warning(self.last_recompile_reason)
-        t0 = time.perf_counter()
-        exe = compile_module(trace.module, self.device_model, CompileOptions(progress=self.config.compile_progress))
-        log.info("compiled '%s' for the simulated %s in %.2f s", name, self.device_model.name,
-                 time.perf_counter() - t0)
-        self.compile_count += 1
+        disk_key = self._disk_cache.key(trace.module, self.config.cache_key()) if self._disk_cache else None
+        exe = self._disk_cache.get(disk_key, name) if self._disk_cache else None
+        if exe is None:
+            t0 = time.perf_counter()
+            exe = compile_module(trace.module, self.device_model, CompileOptions(progress=self.config.compile_progress))
+            log.info("compiled '%s' for the simulated %s in %.2f s", name, self.device_model.name,
+                     time.perf_counter() - t0)
+            self.compile_count += 1
+            if self._disk_cache:
+                self._disk_cache.put(disk_key, exe, name)
         compiled = _Compiled(exe, Engine(exe, seed=self.config.seed, device=self.ipu_device), key)
         self._executables[key] = compiled
         while len(self._executables) > self.MAX_CACHED_EXECUTABLES:

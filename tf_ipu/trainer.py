@@ -146,10 +146,18 @@ def _interrupts_held():
 class IPUStepFunction:
     """A model's train/test/predict function on the simulated IPU (what ``model.train_function`` becomes).
 
-    ``last_report`` is the report of the latest step run (``last_batch_size`` its batch); ``steps_run`` counts steps.
+    ``last_report`` is the report of the latest step run (``last_batch_size`` its batch), ``reports`` the latest
+    report for each batch size (a partial last batch has its own executable); ``steps_run`` counts steps.
     """
 
     def __init__(self, model, strategy, kind: str):
+        if kind == "train" and getattr(model, "_distribute_strategy", None) is not strategy:
+            raise ValueError(f"model '{model.name}' was created outside the scope of the IPUStrategy it is fitted "
+                             f"under: as with any tf.distribute strategy, create and compile the model inside "
+                             f"`with strategy.scope():` (its optimizer's variables must belong to that strategy)")
+        if getattr(model, "run_eagerly", False):
+            log.warning("model '%s': run_eagerly is ignored under an IPUStrategy (its steps are compiled for the "
+                        "IPU)", model.name)
         self.model, self.strategy, self.kind = model, strategy, kind
         step_name = f"{kind}_step"
 
@@ -163,6 +171,7 @@ class IPUStepFunction:
         self._built = False
         self.last_report: Report | None = None
         self.last_batch_size: int | None = None
+        self.reports: dict[int | None, Report] = {}
         self.steps_run = 0
 
     def __call__(self, data):
@@ -235,6 +244,7 @@ class IPUStepFunction:
             prog, prof = last
             self.last_report = Report.build(prog.compiled.exe, prof)
             self.last_batch_size = prog.batch_size
+            self.reports[prog.batch_size] = self.last_report
             self.strategy._last_report = self.last_report
 
     # --- tracing and compiling, once per input signature ------------------------------------------------------
@@ -247,10 +257,13 @@ class IPUStepFunction:
 
     def _build(self, data) -> _Program:
         if not self._built:
-            # variables must exist before the XLA trace (Keras's fit does this too; predict or a model
-            # created outside the scope may not have)
+            # every variable must exist before the XLA trace: what fit and evaluate do first (predict does not)
             with self.strategy.scope():
-                self.model._symbolic_build(data_batch=data)
+                if getattr(self.model, "compiled", False):
+                    self.model._symbolic_build(data_batch=data)
+                elif not self.model.built:
+                    from keras.utils import unpack_x_y_sample_weight
+                    self.model(unpack_x_y_sample_weight(data)[0], training=False)   # one eager call builds it
             self._built = True
         leaves = _leaves(data)
         trace = self.strategy._trace(self.jit, (data,), {}, jit=self.jit)

@@ -215,6 +215,24 @@ class Module:
         import hashlib
         return hashlib.sha256(self.to_text().encode()).hexdigest()
 
+    def canonical_fingerprint(self) -> str:
+        """A hash of the module's text with the module and its computations renamed by position.
+
+        TensorFlow names them with process-wide counters (``a_inference_f_92__``, ``while_body_11_const_0__``), so
+        the same function traced again, or in another process, has other names and another ``fingerprint()``; this
+        one is the same (the on-disk executable cache keys on it). Renaming is one-to-one, to names HLO text
+        cannot contain, so different modules keep different fingerprints.
+        """
+        import hashlib
+        import re
+        from .text import _Names, _post_order        # the names module_to_text prints
+        comps = _post_order(self.entry)
+        printed = _Names(comps)
+        names = {printed(c): f"#{i}" for i, c in enumerate(comps)}
+        text = re.sub(r"%([\w.\-]+)", lambda m: "%" + names.get(m.group(1), m.group(1)), self.to_text())
+        text = re.sub(r"\AHloModule [\w.\-]+", "HloModule #module", text)
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 def parameter_shapes(module: Module) -> list[Shape]:
     return [p.shape for p in module.entry.parameters]

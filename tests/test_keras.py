@@ -1,0 +1,256 @@
+"""Keras 3 models under IPUStrategy.scope(): fit / evaluate / predict on the simulated IPU against TF on the CPU.
+
+Each comparison builds the same model twice, one under the session's IPUStrategy (a 64-tile mk2) and one with no
+strategy, gives both the same initial weights and trains both on the same unshuffled batches; the reference is
+Keras's own TensorFlow trainer on the CPU.
+
+Tolerance: after a few SGD-with-momentum steps the per-batch losses agree to 1e-5 and every weight and optimizer
+slot to rtol 1e-4 / atol 1e-5 (measured: ~1e-7 on the losses, ~1e-6 at most on the weights). The only differences
+are float32 summation orders in dot, convolution, reductions and batch norm statistics; no Dropout in these
+comparisons, as the IPU's random bits differ from TF's (see xla_lowering/lower/keras_ops.py).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+import tf_ipu  # noqa: E402
+from tf_ipu.trainer import IPUStepFunction  # noqa: E402
+
+RTOL, ATOL = 1e-4, 1e-5
+LOSS_ATOL = 1e-5
+
+
+def dense_model():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(3, activation="softmax")])
+
+
+def conv_model():
+    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+                             keras.layers.BatchNormalization(), keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                             keras.layers.Dense(3, activation="softmax")])
+
+
+def data(shape, n=72, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n,) + shape).astype(np.float32), rng.integers(0, 3, n)
+
+
+def pair(strategy, make, steps_per_execution=1):
+    """The same compiled model under the IPU scope and on the CPU, with the same initial weights."""
+    models = []
+    for scope in (strategy.scope(), contextlib.nullcontext()):
+        with scope:
+            m = make()
+            m.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], steps_per_execution=steps_per_execution)
+        models.append(m)
+    models[1].set_weights(models[0].get_weights())
+    return models
+
+
+class BatchLosses(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
+def fit_both(strategy, ipu, cpu, x, y, **kw):
+    rec_ipu, rec_cpu = BatchLosses(), BatchLosses()
+    with strategy.scope():
+        h_ipu = ipu.fit(x, y, shuffle=False, verbose=0, callbacks=[rec_ipu], **kw)
+    h_cpu = cpu.fit(x, y, shuffle=False, verbose=0, callbacks=[rec_cpu], **kw)
+    return (rec_ipu.losses, h_ipu.history), (rec_cpu.losses, h_cpu.history)
+
+
+def assert_same_weights(ipu, cpu):
+    for a, b, v in zip(ipu.get_weights(), cpu.get_weights(), ipu.weights):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=v.path)
+    for a, b in zip(ipu.optimizer.variables, cpu.optimizer.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=RTOL, atol=ATOL, err_msg=a.path)
+
+
+def test_dense_fit_evaluate_predict_match_cpu(strategy):
+    x, y = data((8,))
+    ipu, cpu = pair(strategy, dense_model)
+    (losses_ipu, hist_ipu), (losses_cpu, hist_cpu) = fit_both(strategy, ipu, cpu, x[:64], y[:64], batch_size=16,
+                                                              epochs=2)
+    assert isinstance(ipu.train_function, IPUStepFunction) and ipu.train_function.steps_run == 8
+    assert not isinstance(cpu.train_function, IPUStepFunction)           # other models keep Keras's own
+    np.testing.assert_allclose(losses_ipu, losses_cpu, atol=LOSS_ATOL)
+    assert hist_ipu.keys() == hist_cpu.keys()
+    for k in hist_cpu:
+        np.testing.assert_allclose(hist_ipu[k], hist_cpu[k], atol=LOSS_ATOL, err_msg=k)
+    assert_same_weights(ipu, cpu)
+    with strategy.scope():
+        ev_ipu = ipu.evaluate(x, y, batch_size=24, verbose=0, return_dict=True)
+        pred_ipu = ipu.predict(x, batch_size=24, verbose=0)
+    ev_cpu = cpu.evaluate(x, y, batch_size=24, verbose=0, return_dict=True)
+    pred_cpu = cpu.predict(x, batch_size=24, verbose=0)
+    assert ev_ipu.keys() == ev_cpu.keys()
+    for k in ev_cpu:
+        assert ev_ipu[k] == pytest.approx(ev_cpu[k], abs=LOSS_ATOL), k
+    assert pred_ipu.shape == pred_cpu.shape == (72, 3)
+    np.testing.assert_allclose(pred_ipu, pred_cpu, rtol=RTOL, atol=ATOL)
+
+
+def test_conv_bn_pool_with_steps_per_execution_and_partial_batch(strategy):
+    # 72 samples in batches of 16: four full batches and a partial one of 8, three steps per host call
+    x, y = data((8, 8, 1))
+    ipu, cpu = pair(strategy, conv_model, steps_per_execution=3)
+    (losses_ipu, hist_ipu), (losses_cpu, hist_cpu) = fit_both(strategy, ipu, cpu, x, y, batch_size=16, epochs=1)
+    assert "the batch size changed from 16 to 8" in strategy.last_recompile_reason
+    assert ipu.train_function.steps_run == 5 and sorted(ipu.train_function.reports) == [8, 16]
+    np.testing.assert_allclose(losses_ipu, losses_cpu, atol=LOSS_ATOL)   # one entry per execution
+    assert len(losses_ipu) == 2
+    assert_same_weights(ipu, cpu)
+
+    compiles = strategy.compile_count
+    (losses_ipu, _), (losses_cpu, _) = fit_both(strategy, ipu, cpu, x, y, batch_size=16, epochs=1)
+    assert strategy.compile_count == compiles                             # both batch sizes stay compiled
+    np.testing.assert_allclose(losses_ipu, losses_cpu, atol=LOSS_ATOL)
+    assert_same_weights(ipu, cpu)                                         # moving mean/variance included
+    with strategy.scope():
+        pred_ipu = ipu.predict(x, batch_size=32, verbose=0)              # 32 + 32 + 8, two per execution
+    np.testing.assert_allclose(pred_ipu, cpu.predict(x, batch_size=32, verbose=0), rtol=RTOL, atol=ATOL)
+
+
+class Boom(Exception):
+    pass
+
+
+class RaiseAfter(keras.callbacks.Callback):
+    def __init__(self, batch, exc):
+        super().__init__()
+        self.batch, self.exc = batch, exc
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            raise self.exc
+
+
+@pytest.mark.parametrize("exc", [Boom("from a callback"), KeyboardInterrupt()], ids=["exception", "ctrl-c"])
+def test_weights_survive_an_exception_in_a_callback(strategy, exc):
+    x, y = data((8,))
+    ipu, cpu = pair(strategy, dense_model, steps_per_execution=2)
+    with strategy.scope(), pytest.raises(type(exc)):
+        ipu.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[RaiseAfter(3, exc)])
+    # the callback saw the end of batch 3 (the second execution): four steps completed
+    cpu.fit(x[:32], y[:32], batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert_same_weights(ipu, cpu)
+
+
+def test_weights_survive_an_interrupt_inside_an_execution(strategy, monkeypatch):
+    x, y = data((8,))
+    ipu, cpu = pair(strategy, dense_model, steps_per_execution=4)
+    with strategy.scope():
+        ipu.fit(x[:8], y[:8], batch_size=8, epochs=1, shuffle=False, verbose=0)     # compile before patching
+    engine = next(iter(ipu.train_function._programs.values())).compiled.engine
+    real_run, calls = engine.run, []
+
+    def run(inputs):
+        calls.append(1)
+        if len(calls) == 3:               # Ctrl-C while the third step of the execution runs
+            raise KeyboardInterrupt
+        return real_run(inputs)
+
+    monkeypatch.setattr(engine, "run", run)
+    with strategy.scope(), pytest.raises(KeyboardInterrupt):
+        ipu.fit(x[8:], y[8:], batch_size=8, epochs=1, shuffle=False, verbose=0)
+    cpu.fit(x[:24], y[:24], batch_size=8, epochs=1, shuffle=False, verbose=0)        # 1 + 2 completed steps
+    assert_same_weights(ipu, cpu)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")   # Keras's save, not ours
+def test_dropout_model_trains_saves_and_reloads(strategy, tmp_path):
+    x, y = data((8, 8, 1), n=64)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                                  keras.layers.Dropout(0.5), keras.layers.Flatten(), keras.layers.Dense(3)])
+        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        history = model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+        pred = model.predict(x, batch_size=32, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    seed_state = [v for v in model.variables if "seed_generator" in v.path]
+    assert seed_state and int(np.asarray(seed_state[0].numpy()).sum()) != 0    # advanced on the device
+    path = tmp_path / "m.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), pred, rtol=RTOL, atol=ATOL)   # no dropout here
+
+
+def test_rng_bit_generator_bits_are_uniform(strategy):
+    @tf.function
+    def draw(seed):
+        return (tf.random.stateless_uniform([200, 500], seed=seed),
+                tf.nn.experimental.stateless_dropout(tf.ones([100, 400]), 0.3, seed=seed))
+
+    u, d = (o.numpy() for o in strategy.run(draw, args=(tf.constant([1, 2]),)))
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    counts = np.histogram(u, bins=20, range=(0, 1))[0]
+    chi2 = float(((counts - u.size / 20) ** 2 / (u.size / 20)).sum())
+    assert chi2 < 45                                          # 19 degrees of freedom: p ~ 0.001
+    assert abs(np.corrcoef(u.reshape(-1)[:-1], u.reshape(-1)[1:])[0, 1]) < 0.01
+    assert abs((d == 0).mean() - 0.3) < 0.01 and np.allclose(d[d != 0], 1 / 0.7)
+    again = strategy.run(draw, args=(tf.constant([1, 2]),))[0].numpy()
+    other = strategy.run(draw, args=(tf.constant([1, 3]),))[0].numpy()
+    assert np.array_equal(again, u)                           # the same state gives the same bits
+    assert np.mean(other == u) < 0.001
+
+    gen = tf.random.Generator.from_seed(7, alg="philox")      # state read from and written back to a variable
+
+    @tf.function
+    def stateful():
+        return gen.uniform([1000])
+
+    first, second = strategy.run(stateful).numpy(), strategy.run(stateful).numpy()
+    assert np.mean(first == second) < 0.01
+
+
+RNG_HLO = """
+HloModule rng_bits
+
+ENTRY main {
+  philox = u64[3] parameter(0)
+  three_fry = u64[2] parameter(1)
+  a = (u64[3], u32[40,50]) rng-bit-generator(philox), algorithm=rng_philox
+  b = (u64[2], u64[300]) rng-bit-generator(three_fry), algorithm=rng_three_fry
+  a_state = u64[3] get-tuple-element(a), index=0
+  a_bits = u32[40,50] get-tuple-element(a), index=1
+  b_state = u64[2] get-tuple-element(b), index=0
+  b_bits = u64[300] get-tuple-element(b), index=1
+  ROOT out = (u64[3], u32[40,50], u64[2], u64[300]) tuple(a_state, a_bits, b_state, b_bits)
+}
+"""
+
+
+def test_rng_bit_generator_state_in_and_out():
+    from kernels.device import DEVICES
+    from kernels.engine import Engine
+    from xla_lowering.compiler import CompileOptions, compile_module
+    from xla_lowering.hlo.text import parse_module
+
+    exe = compile_module(parse_module(RNG_HLO), DEVICES["mk2"].with_tiles(16), CompileOptions(progress=False))
+    philox, three_fry = np.array([7, 2**64 - 10, 5], np.uint64), np.array([9, 100], np.uint64)
+    (a_state, a_bits, b_state, b_bits), _ = Engine(exe).run([philox, three_fry])
+    # the key stays, the counter advances by the words drawn (with the carry into Philox's high word)
+    np.testing.assert_array_equal(a_state, np.array([7, 2000 - 10, 6], np.uint64))
+    np.testing.assert_array_equal(b_state, [9, 400])
+    assert len(np.unique(a_bits)) > 1990 and len(np.unique(b_bits)) == 300
+    assert abs(a_bits.astype(np.float64).mean() / 2**32 - 0.5) < 0.02           # 2000 words: ~0.0065 sd
+    bit_means = np.unpackbits(b_bits.view(np.uint8)).reshape(300, 64).mean(0)
+    assert np.all(np.abs(bit_means - 0.5) < 0.15)                                 # every bit of the word is used
+    (_, a_bits2, _, _), _ = Engine(exe).run([philox, three_fry])
+    np.testing.assert_array_equal(a_bits2, a_bits)                                # same state, same bits
+    (_, a_bits3, _, _), _ = Engine(exe).run([a_state, b_state])
+    assert np.mean(a_bits3 == a_bits) < 0.01                                      # the next state, new bits

@@ -2,8 +2,9 @@
 
     tf-ipu info FILE [--json]
     tf-ipu run FILE --input x.npy [--input w.npy ...] --output y.npy [--report] [--seed N]
+    tf-ipu report FILE [--input x.npy ...] [--html out.html] [--text out.txt] [--top N] [--seed N]
 
-Neither command imports TensorFlow.
+None of the commands imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 
 import numpy as np
 
+from kernels import dtypes
 from kernels.serialize import ExecutableFormatError
 
 from . import __version__
@@ -95,6 +97,29 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    loaded = load(args.file, seed=args.seed)
+    if args.input:
+        inputs = _read_inputs(args.input, loaded)
+    else:   # zeros (and the values of inputs folded into the program): the cycles depend only on shapes, except
+            # for data-dependent loops and branches
+        folded = getattr(loaded, "_folded", {})
+        inputs = [folded[j] if j in folded else np.zeros(t.dims, dtype=dtypes.NUMPY[t.dtype])
+                  for j, t in enumerate(loaded.inputs)]
+    loaded.run_flat(*inputs)
+    report = loaded.last_report().program
+    text = report.text(args.top)
+    print(text)
+    if args.text:
+        with open(args.text, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(report.html())
+        print(f"wrote {args.html}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="tf-ipu", description="Inspect and run tf-ipu executable files "
                                   "(written by tf_ipu.export or an executable cache) on the simulated IPU.")
@@ -119,6 +144,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--report", action="store_true", help="print the run's cycle and memory report")
     run.add_argument("--seed", type=int, default=0, help="seed of the device's random number generators")
     run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="run an executable file once and report its cycles and memory",
+                         description="Run an executable once on a fresh simulated IPU (on zeros, or the given "
+                                     "inputs) and print a report: device, tiles used and idle, memory per tile, "
+                                     "cycles by category and by program step, bytes exchanged. With --html, also "
+                                     "write a self-contained HTML page with charts and tables of the same numbers.")
+    rep.add_argument("file", metavar="FILE", help="an executable file (.ipuexe)")
+    rep.add_argument("--input", "-i", action="append", metavar="PATH",
+                     help="an input (.npy, or .npz by name or in order), as for 'run'; without any, every input is "
+                          "zeros (data-dependent loops and branches may then take other paths)")
+    rep.add_argument("--html", metavar="PATH", help="write the HTML report here")
+    rep.add_argument("--text", metavar="PATH", help="also write the text report here")
+    rep.add_argument("--top", type=int, default=10, metavar="N", help="program steps listed in the text (10)")
+    rep.add_argument("--seed", type=int, default=0, help="seed of the device's random number generators")
+    rep.set_defaults(func=cmd_report)
     return top
 
 

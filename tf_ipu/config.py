@@ -19,6 +19,9 @@ class IPUConfig:
     seed: seed of the device's random number generators.
     executable_cache_dir: a directory of compiled executables shared by processes (``<key hash>.ipuexe`` files,
         made when first written); None keeps executables in memory only.
+    auto_report: a directory (made when first written) where ``IPUStrategy.run`` writes ``<function>-<n>.html``
+        and ``.txt`` reports after the first run of each new compile (as Graphcore's autoReport options do);
+        None writes none.
     """
     device: str = "mk2"
     tiles_per_ipu: int | None = None
@@ -27,6 +30,7 @@ class IPUConfig:
     compile_progress: bool = True
     seed: int = 0
     executable_cache_dir: str | None = None
+    auto_report: str | None = None
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -53,6 +57,16 @@ class IPUConfig:
                 raise ValueError(f"IPUConfig(executable_cache_dir={self.executable_cache_dir!r}): {cache} exists "
                                  f"and is not a directory")
             object.__setattr__(self, "executable_cache_dir", cache)
+        if self.auto_report is not None:
+            where = self.auto_report
+            if isinstance(where, bool) or not isinstance(where, (str, os.PathLike)) or not os.fspath(where):
+                raise ValueError(f"IPUConfig(auto_report={where!r}): must be a directory path (str or os.PathLike) "
+                                 f"or None")
+            where = os.path.abspath(os.path.expanduser(os.fsdecode(where)))
+            if os.path.exists(where) and not os.path.isdir(where):
+                raise ValueError(f"IPUConfig(auto_report={self.auto_report!r}): {where} exists and is not a "
+                                 f"directory")
+            object.__setattr__(self, "auto_report", where)
 
     @property
     def device_model(self) -> DeviceModel:

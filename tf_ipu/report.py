@@ -1,4 +1,9 @@
-"""Reports of a compiled and executed program: cycles, memory per tile, tiles used."""
+"""Reports of a compiled and executed program: cycles, memory per tile, tiles used.
+
+``Report`` holds the numbers ``IPUStrategy.last_report()`` and ``LoadedExecutable.last_report()`` return; it is
+built from the same ``kernels.report.ProgramReport`` as the ``tf-ipu report`` command's text and HTML reports
+(``report.text()``, ``report.html()``, ``report.write(stem)``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +12,7 @@ import numpy as np
 
 from kernels.engine import Profile
 from kernels.executable import Executable
+from kernels.report import ProgramReport
 
 
 @dataclass
@@ -28,16 +34,18 @@ class Report:
     tiles_used: int
     compile_seconds: float
     steps: dict = field(default_factory=dict)
+    program: ProgramReport | None = field(default=None, repr=False, compare=False)   # the full report
 
     @staticmethod
-    def build(exe: Executable, prof: Profile) -> "Report":
-        return Report(device=exe.device.name, clock_hz=exe.device.clock_hz, num_tiles=exe.device.num_tiles,
-                      cycles_total=prof.total, cycles_compute=prof.compute, cycles_exchange=prof.exchange,
-                      cycles_sync=prof.sync, cycles_host_io=prof.host_io, exchange_bytes=prof.exchange_bytes,
+    def build(exe: Executable, prof: Profile, name: str = "") -> "Report":
+        p = ProgramReport.build(exe, prof, name)
+        return Report(device=p.device, clock_hz=p.clock_hz, num_tiles=p.num_tiles, cycles_total=p.cycles_total,
+                      cycles_compute=p.cycles_compute, cycles_exchange=p.cycles_exchange, cycles_sync=p.cycles_sync,
+                      cycles_host_io=p.cycles_host_io, exchange_bytes=p.exchange_bytes,
                       memory_peak=exe.memory.peak, memory_always_live=exe.memory.always_live,
-                      memory_by_category=exe.memory.by_category, tile_memory=exe.device.tile_memory,
-                      tiles_used=exe.memory.tiles_used, compile_seconds=exe.meta.get("compile_seconds", 0.0),
-                      steps=dict(prof.steps))
+                      memory_by_category=exe.memory.by_category, tile_memory=p.tile_memory,
+                      tiles_used=exe.memory.tiles_used, compile_seconds=p.compile_seconds,
+                      steps=dict(prof.steps), program=p)
 
     @property
     def seconds(self) -> float:
@@ -51,19 +59,35 @@ class Report:
     def top_steps(self, n: int = 10) -> list[tuple[str, int]]:
         return sorted(self.steps.items(), key=lambda kv: -kv[1])[:n]
 
+    def _program(self) -> ProgramReport:
+        if self.program is None:
+            raise RuntimeError("this Report was not made by Report.build: it has no full report")
+        return self.program
+
+    def text(self, top: int = 10) -> str:
+        """The full text report (what ``tf-ipu report`` prints)."""
+        return self._program().text(top)
+
+    def html(self) -> str:
+        """A self-contained HTML page with charts and tables of the same numbers."""
+        return self._program().html()
+
+    def write(self, stem: str) -> tuple[str, str]:
+        """Write ``<stem>.html`` and ``<stem>.txt``; return their paths."""
+        return self._program().write(stem)
+
     def __str__(self) -> str:
-        peak_tile = int(np.argmax(self.memory_peak)) if len(self.memory_peak) else 0
-        lines = [
-            f"Simulated {self.device} IPU: {self.num_tiles} tiles x {self.tile_memory // 1024} KiB at "
-            f"{self.clock_hz / 1e9:.2f} GHz",
-            f"Cycles: {self.cycles_total:,} total ({self.seconds * 1e6:.1f} us) = compute {self.cycles_compute:,} "
-            f"+ exchange {self.cycles_exchange:,} + sync {self.cycles_sync:,} + host I/O {self.cycles_host_io:,}",
-            f"Exchange: {self.exchange_bytes:,} bytes between tiles",
-            f"Memory: {self.memory_total:,} bytes on {self.tiles_used} tiles; busiest tile {peak_tile} peaks at "
-            f"{int(self.memory_peak[peak_tile]):,} bytes ({self.memory_peak[peak_tile] / self.tile_memory:.1%}), "
-            f"always-live {int(self.memory_always_live[peak_tile]):,}",
-            "By category: " + ", ".join(f"{k} {int(v.sum()):,}" for k, v in sorted(self.memory_by_category.items())),
-            "Most expensive steps:",
-        ]
+        p = self.program
+        if p is None:     # made by hand: the same lines from this object's fields
+            p = ProgramReport(name="", device=self.device, clock_hz=self.clock_hz, num_tiles=self.num_tiles,
+                              tile_memory=self.tile_memory, cycles_total=self.cycles_total,
+                              cycles_compute=self.cycles_compute, cycles_exchange=self.cycles_exchange,
+                              cycles_sync=self.cycles_sync, cycles_host_io=self.cycles_host_io,
+                              exchange_bytes=self.exchange_bytes, memory_peak=np.asarray(self.memory_peak),
+                              memory_always_live=np.asarray(self.memory_always_live),
+                              memory_by_category=dict(sorted(self.memory_by_category.items())),
+                              tile_compute=np.zeros(self.num_tiles, np.int64))
+        lines = [p.header_line(), p.cycles_line(), p.exchange_line(), p.memory_line(), p.category_line(),
+                 "Most expensive steps:"]
         lines += [f"  {cyc:>12,}  {name}" for name, cyc in self.top_steps()]
         return "\n".join(lines)

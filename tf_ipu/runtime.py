@@ -104,7 +104,7 @@ class LoadedExecutable:
         for p, value in self._bound.items():
             feed[p] = value
         outs, profile = self._engine.run(feed)
-        self._report = Report.build(self.executable, profile)
+        self._report = Report.build(self.executable, profile, self.name)
         for out_index, param in self.executable.meta.get("aliases", []):
             if param in self._bound:                  # a captured variable the function updates
                 self._bound[param] = outs[out_index[0] if out_index else 0].copy()

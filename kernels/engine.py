@@ -34,6 +34,7 @@ class Profile:
     steps: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     tile_compute: np.ndarray | None = None
     exchange_bytes: int = 0
+    step_exchange_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # copy name -> bytes
 
     @property
     def total(self) -> int:
@@ -136,6 +137,7 @@ class Engine:
                 prof.compute += step.local_cycles
                 prof.exchange += step.exchange_cycles
                 prof.exchange_bytes += step.exchange_bytes
+                prof.step_exchange_bytes[step.name] += step.exchange_bytes
                 prof.sync += sync
                 prof.steps[step.name] += step.local_cycles + step.exchange_cycles + sync
             elif kind is StreamIn:

@@ -19,10 +19,15 @@ Tolerances (``TOLERANCES``; ``rtol``/``atol`` passed to ``assert_matches_tf`` ov
     f64            1e-12   1e-12
     s8..u64, pred  exact
 
-Hypothesis: the ``tf_ipu`` profile is loaded by default (deadline=None because a compile takes ~0.1 s, modest
-max_examples, derandomize=True so that CI runs are reproducible, too_slow suppressed). Select another profile
-with ``HYPOTHESIS_PROFILE=thorough`` (more examples, random seeds) for a longer local run, or ``debug`` (no
-shrinking: a failure is reported at once instead of after many more compiles).
+Where eager TF has no CPU kernel for an op (TruncateMod of f16) or leaves a case undefined (casting NaN or
+out-of-range floats to integers), ``reference="xla"`` makes TF's XLA on the CPU the reference instead: that is
+the semantics the simulator implements.
+
+Hypothesis: the ``tf_ipu`` profile is loaded by default (deadline=None because a compile takes up to ~0.2 s,
+max_examples=10, derandomize=True so that CI runs are reproducible, too_slow suppressed); ``examples(n)`` gives a
+test its own count, scaled with the profile. Select another profile with ``HYPOTHESIS_PROFILE=thorough`` (10x the
+examples, random seeds) for a longer local run, or ``debug`` (no shrinking: a failure is reported at once instead
+of after many more compiles). Tests marked ``slow`` (the whole 1472-tile device) run with ``-m slow``.
 """
 from __future__ import annotations
 
@@ -59,6 +64,7 @@ def examples(n: int) -> settings:
     """Per-test ``max_examples``: ``n`` under the default profile, scaled with the loaded profile's count (so that
     ``HYPOTHESIS_PROFILE=thorough`` runs every test longer)."""
     return settings(max_examples=max(1, round(n * settings.default.max_examples / DEFAULT_EXAMPLES)))
+
 
 # --- tolerances ------------------------------------------------------------------------------------
 TOLERANCES = {

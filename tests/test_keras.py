@@ -254,3 +254,50 @@ def test_rng_bit_generator_state_in_and_out():
     np.testing.assert_array_equal(a_bits2, a_bits)                                # same state, same bits
     (_, a_bits3, _, _), _ = Engine(exe).run([a_state, b_state])
     assert np.mean(a_bits3 == a_bits) < 0.01                                      # the next state, new bits
+
+
+@pytest.mark.slow
+def test_resnet50_training_step_matches_cpu(monkeypatch):
+    # keras.applications.ResNet50 at 64x64, batch 2: one SGD-momentum step of conv, batch norm, max-pool (and
+    # their gradients), global pooling and softmax. At 32x32 the last stage is 1x1, so its batch norms normalise
+    # 2 values each and turn float rounding (1e-5 after conv4) into sign flips: 64x64 keeps 8 values a feature.
+    # It does not fit the real mk2's 624 KiB tiles yet (vertex and copy descriptors alone take ~600 KiB a tile),
+    # so it runs on a what-if mk2 with 1.5 MiB tiles: numerics only
+    import dataclasses
+    from kernels.device import DEVICES
+    monkeypatch.setitem(DEVICES, "mk2-1536KiB", dataclasses.replace(DEVICES["mk2"], tile_memory=1536 * 1024))
+    full = tf_ipu.IPUStrategy(tf_ipu.IPUConfig(device="mk2-1536KiB", compile_progress=False))
+
+    def make():
+        return keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+
+    models = []
+    for scope in (full.scope(), contextlib.nullcontext()):
+        with scope:
+            m = make()
+            m.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy")
+        models.append(m)
+    ipu, cpu = models
+    w0 = ipu.get_weights()
+    cpu.set_weights(w0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 64, 64, 3)).astype(np.float32), rng.integers(0, 10, 2)
+    loss_ipu = float(ipu.train_on_batch(x, y))
+    loss_cpu = float(cpu.train_on_batch(x, y))
+    assert isinstance(ipu.train_function, IPUStepFunction) and ipu.train_function.steps_run == 1
+    assert loss_ipu == pytest.approx(loss_cpu, rel=1e-4, abs=1e-4)         # the forward pass matches
+    # the update of every variable, relative to its size (norm-wise): a wrong gradient gives O(1). Biases of
+    # convolutions followed by batch norm have zero gradient up to rounding: measured against a 1e-5 floor
+    errors = {}
+    for a, b, w, v in zip(ipu.get_weights(), cpu.get_weights(), w0, ipu.weights):
+        du, dc = a - w, b - w
+        floor = 1e-5 * np.sqrt(dc.size)
+        errors[v.path] = float(np.linalg.norm(du - dc) / max(np.linalg.norm(dc), floor))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 0.1, f"update of {worst} off by {errors[worst]:.1%}"
+    if errors[worst] > 1e-3:
+        # open: the forward pass matches, the updates differ by up to ~6% (a batch-norm beta in conv4; about half
+        # the variables above 0.1%). Batch norms over 2x2x2 values give gradients of ~100 and amplify rounding,
+        # but that this is the whole cause is not shown yet: investigate before relaxing this into a pass.
+        pytest.xfail(f"updates differ by up to {errors[worst]:.2%} ({worst}); "
+                     f"{sum(e > 1e-3 for e in errors.values())} of {len(errors)} variables above 0.1%")

@@ -398,9 +398,20 @@ def test_reduce_bool(name, case, all_axes, keepdims, seed):
     assert_matches_tf(lambda x: fn(x, axis=axis, keepdims=keepdims), x)
 
 
+@pytest.mark.parametrize("dtype", [F32, S32], ids=dtype_id)
+@given(case=shape_and_axes(min_rank=1, max_rank=3, max_size=10_000), seed=seeds)
+def test_argmax_argmin(dtype, case, seed):
+    """Variadic (value, index) reductions; a small value range makes ties common (the first index wins)."""
+    shape, axes = case
+    axis = axes[0] if axes else 0
+    x = _int_valued(_rng(seed), shape, dtype, -5, 5)
+    assert_matches_tf(lambda x: (tf.argmax(x, axis), tf.argmin(x, axis, output_type=tf.int32)), x)
+
+
 def test_reduce_max_min_with_infinities():
     x = np.array([[-np.inf, -np.inf], [np.inf, 1.0], [-3.0, -np.inf]], np.float32)
-    assert_matches_tf(lambda x: (tf.reduce_max(x, 1), tf.reduce_min(x, 1), tf.reduce_max(x), tf.reduce_min(x, 0)), x)
+    assert_matches_tf(lambda x: (tf.reduce_max(x, 1), tf.reduce_min(x, 1), tf.reduce_max(x), tf.reduce_min(x, 0),
+                                 tf.argmax(x, 0), tf.argmin(x, 1)), x)
 
 
 # --- softmax -------------------------------------------------------------------------------------

@@ -128,6 +128,63 @@ def test_cleanup_keeps_entry_root_tuple_and_meaningful_ops():
     assert opcodes(after.entry) == ["parameter", "transpose", "convert", "reshape", "tuple"]
 
 
+def _naive_apply_rules(comp, rules):
+    """The rewrite driver spelled out: every use replaced (a pass over the computation) per replacement."""
+    while True:
+        changed = False
+        members = {i.id for i in comp.instructions}
+        for inst in list(comp.instructions):
+            for rewrite in rules:
+                new = rewrite(inst)
+                if new is None or new is inst:
+                    continue
+                if new.id not in members:
+                    dce.insert_before(comp, inst, [new])
+                    members.add(new.id)
+                dce.replace_uses(comp, inst, new)
+                changed = True
+                break
+        if not changed:
+            return
+        dce.remove_dead(comp)
+
+
+def _signature(comp):
+    pos = {inst.id: k for k, inst in enumerate(comp.instructions)}
+    return ([(i.opcode, i.shape.dims, [pos[o.id] for o in i.operands]) for i in comp.instructions],
+            pos[comp.root.id])
+
+
+def test_cleanup_sweeps_long_chains_like_the_naive_driver():
+    # long chains of no-ops, reshapes of reshapes and tuple forwarding, used many times, the root replaced
+    # too: replacements applied once per sweep give the module the one-pass-per-replacement driver gives
+    b = Builder()
+    x = b.param("f32", (4, 6))
+    vals = [x]
+    for k in range(300):
+        v = vals[-1]
+        kind = k % 5
+        if kind == 0:
+            v = b.op("reshape", v, dims=(24,) if v.shape.dims != (24,) else (4, 6))
+        elif kind == 1:
+            v = b.op("copy", v)
+        elif kind == 2:
+            v = b.add("get-tuple-element", [b.tuple(v, x)], v.shape, {"index": 0})
+        elif kind == 3:
+            v = b.op("reshape", b.op("reshape", v, dims=(2, 12)), dims=(4, 6) if k % 2 else (24,))
+        else:
+            v = b.op("add", v, vals[-3] if vals[-3].shape == v.shape else v)
+        vals.append(v)
+    root = b.op("convert", b.op("copy", vals[-1]))
+    module = b.module(root)
+    naive = copy.deepcopy(module)
+    cleanup.apply_rules(module.entry, cleanup.RULES)
+    _naive_apply_rules(naive.entry, cleanup.RULES)
+    assert _signature(module.entry) == _signature(naive.entry)
+    x_val = np.arange(24, dtype=np.float32).reshape(4, 6)
+    np.testing.assert_array_equal(evaluate_module(module, [x_val]), evaluate_module(naive, [x_val]))
+
+
 # --- algebraic -----------------------------------------------------------------------------------
 def test_algebraic_golden():
     b = Builder()

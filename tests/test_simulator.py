@@ -224,7 +224,8 @@ def test_f32_to_f16_rounding_matches_numpy():
     got = _convert_chain(x, ["f32", "f16"]).view(np.uint16)
     nan = np.isnan(x)
     bad = np.flatnonzero(got[~nan] != want[~nan])
-    assert len(bad) == 0, f"{len(bad)} mismatches, e.g. {x[~nan][bad[:5]]} -> {got[~nan][bad[:5]]} not {want[~nan][bad[:5]]}"
+    xs, gs, ws = x[~nan][bad[:5]], got[~nan][bad[:5]], want[~nan][bad[:5]]
+    assert len(bad) == 0, f"{len(bad)} mismatches, e.g. {xs} -> {gs} not {ws}"
     # NaNs keep the sign and the top 10 payload bits and are quieted (XLA on the CPU; NumPy does not quiet)
     xb = x.view(np.uint32)[nan]
     want_nan = ((xb >> 16) & 0x8000) | 0x7C00 | 0x200 | ((xb & 0x7FFFFF) >> 13)
@@ -518,6 +519,56 @@ def test_memory_plan_reuses_memory_of_dead_temporaries():
             assert au[k][1] <= av[k][0] or av[k][1] <= au[k][0], f"{u} and {v} overlap on tile {k}"
 
 
+def test_block_tiles_grow_without_changing_earlier_blocks():
+    # the tile of every block is kept in a buffer grown as tensors are added (not concatenated per call): views
+    # taken earlier keep their entries, and the table always agrees with each tensor's regions
+    b = ProgramBuilder(DEVICES["mk2"].with_tiles(64))
+    early, tensors = None, []
+    for k in range(120):      # ~3000 blocks: several doublings
+        tensors.append(b.linear(Shape("f32", (64 * 16 + k,)), f"t{k}"))
+        if k == 3:
+            early = b.block_tiles().copy(), b.block_tiles()
+    assert np.array_equal(early[0], early[1]) and len(b.block_tiles()) == b.nblocks
+    for t in tensors:
+        assert np.array_equal(b.block_tiles()[t.syms >> OFFSET_BITS], t.tiles)
+    tiles, nbytes, owner = b.block_arrays()
+    assert len(tiles) == len(nbytes) == len(owner) == b.nblocks
+
+
+def _first_fit_reference(sizes, first, last):
+    """Plain first-fit with lifetimes, every placed block checked (what the planner must reproduce)."""
+    placed, offsets = [], np.zeros(len(sizes), np.int64)
+    for i in np.lexsort((-sizes, first)):
+        s, f, l = int(sizes[i]), int(first[i]), int(last[i])
+        off = 0
+        for b_off, b_end in sorted((o, e) for o, e, pf, pl in placed if pf <= l and f <= pl):
+            if off + s <= b_off:
+                break
+            off = max(off, b_end)
+        offsets[i] = off
+        placed.append((off, off + s, f, l))
+    return offsets, int((offsets + sizes).max()) if len(sizes) else 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_memory_placement_matches_plain_first_fit(seed):
+    # the planner keeps only the blocks still alive (vectorised): same offsets as checking every placed block,
+    # including zero-size blocks, ties of first use and of size, and blocks live at every step
+    from xla_lowering.mapping.memory import _place, _place_numpy
+    rng = np.random.default_rng(seed)
+    for _ in range(150):
+        n = int(rng.integers(0, 50))
+        sizes = rng.integers(0, 4, n) * 8 if seed % 2 else rng.integers(1, 300, n)
+        first = rng.integers(0, 25, n)
+        last = first + rng.integers(0, 12, n)
+        if seed == 5:
+            first[: n // 3], last[: n // 3] = 0, 40
+        want = _first_fit_reference(sizes, first, last)
+        for got in (_place(sizes, first, last), _place_numpy(sizes, first, last)):
+            np.testing.assert_array_equal(got[0], want[0])
+            assert got[1] == want[1]
+
+
 def test_memory_plan_constants_are_always_live():
     b, t = _liveness_program(with_constant=True)
     base, report, steps = plan_memory(b)
@@ -536,12 +587,27 @@ def test_memory_plan_constants_are_always_live():
 
 def test_memory_report_through_the_compiler():
     x = tf.constant(np.random.default_rng(8).standard_normal((64, 300)).astype(np.float32))
-    exe = get_strategy().compile(lambda x: tf.exp(x) * 2.0 + tf.constant(np.linspace(-1, 1, 300, dtype=np.float32)), (x,))
+    bias = np.linspace(-1, 1, 300, dtype=np.float32)
+    exe = get_strategy().compile(lambda x: tf.exp(x) * 2.0 + tf.constant(bias), (x,))
     mem = exe.memory
     assert mem.tiles_used > 1
     assert np.all(mem.peak >= mem.always_live)
     assert mem.by_category["constant"].sum() >= 300 * 4
     assert mem.by_category["input"].sum() >= 64 * 300 * 4
+
+
+def test_scalar_broadcast_is_a_fill_not_a_copy_per_element(strategy):
+    """broadcast(scalar) feeding an op: the scalar goes to each tile once and a vertex fills the tile's region,
+    instead of a copy descriptor per element (8 bytes of descriptors per 4-byte element)."""
+    from kernels.program import Copy, Execute, walk
+    x = tf.zeros((256, 1024), tf.float32)
+    exe = strategy.compile(lambda x, s: tf.maximum(x, s), (x, tf.constant(0.5)))
+    copies = [st for st in walk(exe.program) if isinstance(st, Copy)]
+    assert all(len(c.rows) <= 4 * strategy.device_model.num_tiles for c in copies), [len(c.rows) for c in copies]
+    assert any(isinstance(st, Execute) and any(g.codelet == "expr" and len(g.params["in_dt"]) == 1
+                                               and g.params["in_scalar"][0] for g in st.cs.groups)
+               for st in walk(exe.program)), "a fill vertex"
+    assert exe.memory.by_category["vertex_state"].max() < 4096
 
 
 # --- out of memory ---------------------------------------------------------------------------------
@@ -597,8 +663,8 @@ def test_unsupported_tf_op_names_opcode_shape_and_tf_op():
 
 
 # --- report --------------------------------------------------------------------------------------
-def test_report_sanity():
-    s = get_strategy()
+def test_report_sanity(strategy):
+    s = strategy
     x = np.random.default_rng(9).standard_normal((128, 512)).astype(np.float32)
     w = np.random.default_rng(10).standard_normal((512, 64)).astype(np.float32)
     s.run(lambda x, w: tf.nn.softmax(tf.tanh(x) @ w), (tf.constant(x), tf.constant(w)))
@@ -616,8 +682,8 @@ def test_report_sanity():
     assert "Cycles:" in text and f"{r.cycles_total:,}" in text
 
 
-def test_report_cycles_grow_with_work():
-    s = get_strategy()
+def test_report_cycles_grow_with_work(strategy):
+    s = strategy
     f = lambda x: tf.sin(x) * tf.cos(x)  # noqa: E731
     s.run(f, (tf.zeros((8, 8)),))
     small = s.last_report().cycles_compute
@@ -625,3 +691,23 @@ def test_report_cycles_grow_with_work():
     big = s.last_report()
     assert big.cycles_compute > small
     assert big.tiles_used > 1
+
+
+def test_exchange_cycles_of_a_device_with_more_than_2_gib():
+    # a what-if device with 4 MiB tiles has addresses above 2^32: the multicast key (source, bytes) must not
+    # overflow; the same copy on tiles low and high in memory costs the same
+    import dataclasses
+    from kernels.program import Copy
+    from xla_lowering.mapping.memory import estimate_cycles
+    dev = dataclasses.replace(DEVICES["mk2"], name="mk2-4MiB", tile_memory=4 << 20)   # addresses past 2^32
+    tm = dev.tile_memory
+    costs = []
+    for src_tile, dst_tile in ((1, 0), (1400, 1300)):
+        # 3 rows from one tile, two of them the same run (multicast: sent once)
+        rows = np.array([[dst_tile * tm, src_tile * tm, 64], [(dst_tile + 2) * tm, src_tile * tm, 64],
+                         [dst_tile * tm + 64, src_tile * tm + 64, 32]], np.int64)
+        step = Copy("c", rows)
+        estimate_cycles(dev, [step])
+        assert step.exchange_bytes == 160
+        costs.append(step.exchange_cycles)
+    assert costs[0] == costs[1] > 0

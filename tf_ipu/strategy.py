@@ -130,6 +130,7 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
             from . import __version__
             self._disk_cache = DiskCache(self.config.executable_cache_dir, f"tf-ipu {__version__}")
         self.last_recompile_reason: str | None = None
+        self._auto_report_counts: dict[str, int] = {}     # IPUConfig(auto_report=...): reports written per function
         from .trainer import install_keras_hook
         install_keras_hook()           # Keras models under this strategy's scope train on the IPU
 
@@ -144,9 +145,24 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
         compiled = self._compile(fn, trace)
         outs, prof = compiled.engine.run(trace.inputs)
         self._last_report = Report.build(compiled.exe, prof)
+        if self.config.auto_report and compiled.engine.runs == 1:      # the first run of a new compile
+            self._auto_report(fn)
         self._write_back(trace, compiled.exe, outs)
         flat = [tf.constant(o) for o in outs[:trace.n_outputs]]
         return tf.nest.pack_sequence_as(trace.structure, flat) if trace.structure is not None else None
+
+    def _auto_report(self, fn) -> None:
+        """IPUConfig(auto_report=dir): write ``<dir>/<function>-<n>.html`` and ``.txt`` of the latest run."""
+        import os
+        import re
+        name = getattr(fn, "__name__", getattr(getattr(fn, "python_function", None), "__name__", "function"))
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "function"
+        counts = self._auto_report_counts
+        counts[name] = n = counts.get(name, 0) + 1
+        os.makedirs(self.config.auto_report, exist_ok=True)
+        self._last_report.program.name = name
+        paths = self._last_report.write(os.path.join(self.config.auto_report, f"{name}-{n}"))
+        log.info("wrote the reports %s", ", ".join(paths))
 
     def last_report(self) -> Report:
         if self._last_report is None:

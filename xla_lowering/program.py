@@ -38,7 +38,7 @@ class ProgramBuilder:
         self._rotate = itertools.count()
         self.constant_inits: list[tuple[DTensor, np.ndarray]] = []
         self._scalar_cache: dict = {}
-        self._tile_cache = None
+        self._tile_buf = np.zeros(1024, np.int64)    # tile of every block so far (grown by doubling)
 
     # --- tensors -----------------------------------------------------------------------------------
     def add_tensor(self, shape: Shape, tiles, starts, counts, name: str, category: str = "activation",
@@ -66,9 +66,13 @@ class ProgramBuilder:
         block_ids = self.nblocks + np.arange(len(block_tiles), dtype=np.int64)
         self.nblocks += len(block_tiles)
         self._block_tiles.append(block_tiles)
+        if self.nblocks > len(self._tile_buf):
+            grown = np.zeros(max(2 * len(self._tile_buf), self.nblocks), np.int64)
+            grown[:len(self._tile_buf)] = self._tile_buf
+            self._tile_buf = grown
+        self._tile_buf[block_ids[0]:self.nblocks] = block_tiles
         self._block_bytes.append(-(-block_bytes // BLOCK_ALIGN) * BLOCK_ALIGN)
         self._block_tensor.append(np.full(len(block_tiles), tensor_index, np.int64))
-        self._tile_cache = None
         syms = np.empty(len(tiles), np.int64)
         syms[order] = (block_ids[block_index] << OFFSET_BITS) + offsets
         t = DTensor(shape, tiles, starts, counts, syms, name, category, origin)
@@ -88,9 +92,8 @@ class ProgramBuilder:
         return self.add_tensor(shape, other.tiles, other.starts, other.counts, name, category, origin)
 
     def block_tiles(self) -> np.ndarray:
-        if self._tile_cache is None:
-            self._tile_cache = (np.concatenate(self._block_tiles) if self._block_tiles else np.zeros(0, np.int64))
-        return self._tile_cache
+        """Tile of every block so far, by block id (a view: blocks added later do not change these entries)."""
+        return self._tile_buf[:self.nblocks]
 
     def block_arrays(self):
         """(tile, bytes, owning tensor index) of every block."""

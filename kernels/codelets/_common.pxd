@@ -134,7 +134,7 @@ cimport openmp
 
 # Below this much work (elements, bytes or multiply-adds, as each codelet counts it) a compute set runs on one
 # host thread: starting a thread team costs more than it saves, and far more when the host is busy.
-DEF PARALLEL_WORK = 65536
+DEF PARALLEL_WORK = 1048576
 
 cdef inline int host_threads(int64_t work) noexcept nogil:
     if work < PARALLEL_WORK:

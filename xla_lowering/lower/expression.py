@@ -53,13 +53,43 @@ def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProg
     slot: dict[Instruction, int] = {}
     rows, ops = [], []
     fconst, iconst = [], []
+    nslots = [0]
+
+    def new_slot() -> int:
+        nslots[0] += 1
+        return nslots[0] - 1
 
     def emit(op, dst, a=0, b=0, c=0, dtd="f32", dts="f32"):
         rows.append([OPS[op], dst, a, b, c, dtypes.code(dtd), dtypes.code(dts)])
         ops.append(op)
 
+    def int_const(value: int, dt: str) -> int:
+        iconst.append(int(value))
+        k = new_slot()
+        emit("const", k, len(iconst) - 1, dtd=dt, dts=dt)
+        return k
+
+    def total_order_key(a: int, fdt: str) -> int:
+        """Floats as signed integers that order like XLA's TOTALORDER (-NaN < -inf < ... < -0 < +0 < ... < +NaN):
+        bits ^ ((bits >> (w - 1)) & INT_MAX) flips the magnitude bits of negative numbers."""
+        sdt = {"f16": "s16", "f32": "s32", "f64": "s64"}[fdt]
+        width = 8 * dtypes.itemsize(fdt)
+        bits = new_slot()
+        emit("bitcast-convert", bits, a, dtd=sdt, dts=fdt)
+        sign = new_slot()
+        emit("shift-right-arithmetic", sign, bits, int_const(width - 1, sdt), dtd=sdt, dts=sdt)
+        mask = new_slot()
+        emit("and", mask, sign, int_const((1 << (width - 1)) - 1, sdt), dtd=sdt, dts=sdt)
+        key = new_slot()
+        emit("xor", key, bits, mask, dtd=sdt, dts=sdt)
+        return key
+
     for inst in instructions:
-        dst = len(slot)
+        if (inst.opcode in ("broadcast", "reshape", "bitcast", "copy") and inst not in inputs
+                and inst.operands[0].shape.size == 1) or (inst.opcode == "tuple" and inst is root):
+            dst = -1                                   # no slot of its own (an alias, or the outputs' tuple)
+        else:
+            dst = new_slot()
         dt = inst.shape.dtype
         opc = inst.opcode
         if inst in inputs:
@@ -84,7 +114,11 @@ def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProg
         else:
             a = [slot[o] for o in inst.operands]
             src = inst.operands[0].shape.dtype if inst.operands else dt
-            if opc == "compare":
+            if opc == "compare" and dtypes.is_float(src) and \
+                    str(inst.attrs.get("compare_type", "")).upper().endswith("TOTALORDER"):
+                ka, kb = total_order_key(a[0], src), total_order_key(a[1], src)
+                emit(inst.attrs["direction"], dst, ka, kb, dtd="pred", dts={"f16": "s16", "f32": "s32", "f64": "s64"}[src])
+            elif opc == "compare":
                 emit(inst.attrs["direction"], dst, a[0], a[1], dtd="pred", dts=src)
             elif opc == "select":
                 emit("select", dst, a[0], a[1], a[2], dtd=dt, dts=inst.operands[1].shape.dtype)
@@ -102,7 +136,7 @@ def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProg
                 raise UnsupportedOpError(inst, "not an elementwise operation")
         slot[inst] = dst
     outs = list(root.operands) if root.opcode == "tuple" else [root]
-    return ExprProgram(code=np.array(rows, np.int64).reshape(-1, 7), nslots=max(1, len(slot)),
+    return ExprProgram(code=np.array(rows, np.int64).reshape(-1, 7), nslots=max(1, nslots[0]),
                        out_slot=slot[outs[0]], out_dtype=outs[0].shape.dtype, out_slots=[slot[o] for o in outs],
                        out_dtypes=[o.shape.dtype for o in outs], in_dtypes=in_dtypes,
                        fconst=np.array(fconst or [0.0], np.float64), iconst=np.array(iconst or [0], np.int64),

@@ -122,12 +122,16 @@ def window_index(dims, window: list[dict]) -> tuple[np.ndarray, tuple[int, ...]]
     return rows.reshape(out, -1), tuple(out_dims)
 
 
+def _window_elements(out_dims, window) -> int:
+    return int(np.prod(out_dims, dtype=np.int64)) * int(np.prod([w["size"] for w in window], dtype=np.int64))
+
+
 def _checked_index(ctx, dims, out_dims):
     window = normalized_window(ctx.inst)
     if len(window) != len(dims):
         raise ctx.unsupported(f"window of rank {len(window)} for an operand of rank {len(dims)}")
     sizes = [w["size"] for w in window]
-    count = int(np.prod(out_dims, dtype=np.int64)) * int(np.prod(sizes, dtype=np.int64))
+    count = _window_elements(out_dims, window)
     if count > MAX_WINDOW_ELEMENTS:
         raise ctx.unsupported(f"{count} window elements to stage (more than {MAX_WINDOW_ELEMENTS}): window "
                               f"{'x'.join(map(str, sizes))} over {'x'.join(map(str, out_dims))} outputs")
@@ -140,14 +144,63 @@ def _checked_index(ctx, dims, out_dims):
 
 
 # --- reduce-window: pooling, cumulative sums ------------------------------------------------------------
+def _is_zero_constant(inst) -> bool:
+    value = inst.attrs.get("value") if inst.opcode == "constant" else None
+    return value is not None and np.size(value) == 1 and not np.any(np.asarray(value))
+
+
+def _separable_passes(ctx, dims, op: str):
+    """One window per dimension whose window is not trivial, when a max/min (or add from a zero init) window
+    would stage more than MAX_WINDOW_ELEMENTS at once and the passes each stage fewer; else None.
+
+    max and min are idempotent, so padding and holes reading the init value once per pass changes nothing; a sum
+    needs a zero init (that pass order changes the rounding is accepted only past the limit)."""
+    window = normalized_window(ctx.inst)
+    if len(window) != len(dims) or op not in ("maximum", "minimum", "add"):
+        return None
+    if op == "add" and not _is_zero_constant(ctx.inst.operands[1]):
+        return None
+    if _window_elements(ctx.shape.dims, window) <= MAX_WINDOW_ELEMENTS or any(w["size"] == 0 for w in window):
+        return None
+    unit = {"size": 1, "stride": 1, "pad_low": 0, "pad_high": 0, "window_dilation": 1, "base_dilation": 1,
+            "reversal": False}
+    active = [d for d, w in enumerate(window) if w != unit]
+    if len(active) < 2:
+        return None
+    # shrink first along the dims that shrink the most, so later passes stage less
+    def shrink(d):
+        w = window[d]
+        n = (dims[d] - 1) * w["base_dilation"] + 1 + w["pad_low"] + w["pad_high"]
+        return n / max(dims[d], 1) / w["stride"]
+    passes, cur = [], list(dims)
+    for d in sorted(active, key=shrink):
+        win = [dict(unit) for _ in dims]
+        win[d] = window[d]
+        index, out_dims = window_index(tuple(cur), win)
+        if index.size > MAX_WINDOW_ELEMENTS:
+            return None
+        passes.append((index, out_dims))
+        cur = list(out_dims)
+    return passes if tuple(cur) == tuple(ctx.shape.dims) else None
+
+
 @register_lowering("reduce-window")
 def lower_reduce_window(ctx, *operands):
     n = len(operands) // 2
     xs, inits = list(operands[:n]), list(operands[n:])
     out_shapes = list(ctx.shape.tuple_shapes) if ctx.shape.is_tuple else [ctx.shape]
-    index = _checked_index(ctx, xs[0].shape.dims, out_shapes[0].dims)
     reducer = ctx.inst.called["to_apply"]
     op = simple_reducer(reducer)
+    passes = _separable_passes(ctx, xs[0].shape.dims, op) if n == 1 and op is not None else None
+    if passes is not None:      # a box window too big to stage at once: one pass per dimension
+        x = xs[0]
+        for k, (index, out_dims) in enumerate(passes):
+            last = k == len(passes) - 1
+            shape = ctx.shape if last else ctx.shape.with_dims(out_dims)
+            x = reduce_rows(ctx.b, x, index, inits[0], op, shape, ctx.name if last else f"{ctx.name}/pass{k}",
+                            ctx.origin)
+        return x
+    index = _checked_index(ctx, xs[0].shape.dims, out_shapes[0].dims)
     if n == 1 and op is not None and not (op in ("and", "or", "xor") and dtypes.is_float(xs[0].dtype)):
         return reduce_rows(ctx.b, xs[0], index, inits[0], op, ctx.shape, ctx.name, ctx.origin)
     outs = reduce_generic(ctx.b, xs, index, inits, reducer, out_shapes, ctx.name, ctx.origin)

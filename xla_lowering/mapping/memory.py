@@ -7,7 +7,6 @@ with the same blocks in the same order (the common case: tensors spread evenly) 
 """
 from __future__ import annotations
 
-from collections import defaultdict
 
 import numpy as np
 
@@ -17,6 +16,11 @@ from kernels.program import Copy, Execute, If, Repeat, StreamIn, StreamOut, Swit
 
 from ..errors import TileMemoryError
 from .tensor import OFFSET_BITS, OFFSET_MASK
+
+try:
+    from kernels.codelets.firstfit import first_fit as _first_fit
+except ImportError:  # pragma: no cover - the Cython extensions are not built
+    _first_fit = None
 
 ALWAYS_LIVE = ("constant", "variable")
 VERTEX_FIELD_BYTES = 4         # a vertex field is a 32-bit pointer or count on the IPU
@@ -77,25 +81,63 @@ def _vertex_state(step, block_tiles, num_tiles):
     return out
 
 
-def _place(sizes, first, last):
-    """First-fit placement of blocks with lifetimes; returns offsets and the extent (highest end)."""
+def _place_numpy(sizes, first, last):
+    """First-fit placement of blocks with lifetimes; returns offsets and the extent (highest end).
+
+    Blocks are placed in order of first use (largest first among equals); each goes at the lowest offset where
+    it does not overlap a placed block whose lifetime overlaps its own. Placed blocks are visited in order of
+    offset: a gap before a block's offset that holds the new one ends the search. Since blocks come in order of
+    first use, a placed block that died before the current one's first use can never overlap a later one: it is
+    dropped from the active set, so each placement only looks at the blocks alive at that point."""
+    sizes = np.asarray(sizes, np.int64)
+    first = np.asarray(first, np.int64)
+    last = np.asarray(last, np.int64)
+    n = len(sizes)
     order = np.lexsort((-sizes, first))
-    placed_off, placed_end, placed_first, placed_last = [], [], [], []
-    offsets = np.zeros(len(sizes), np.int64)
-    for i in order:
+    offsets = np.zeros(n, np.int64)
+    act_off = np.zeros(0, np.int64)      # the active set (placed, still alive), kept sorted by (offset, end)
+    act_end = np.zeros(0, np.int64)
+    act_last = np.zeros(0, np.int64)
+    big = np.iinfo(np.int64).max
+    min_last = big                       # the earliest death in the active set: nothing to drop before it
+    for i in order.tolist():
         s, f, l = int(sizes[i]), int(first[i]), int(last[i])
-        busy = sorted((placed_off[j], placed_end[j]) for j in range(len(placed_off))
-                      if placed_first[j] <= l and f <= placed_last[j])
-        off = 0
-        for b_off, b_end in busy:
-            if off + s <= b_off:
-                break
-            off = max(off, b_end)
+        if f > min_last:
+            alive = act_last >= f
+            act_off, act_end, act_last = act_off[alive], act_end[alive], act_last[alive]
+            min_last = int(act_last.min()) if len(act_last) else big
+        if len(act_off):
+            # offset reached before each active block = the highest end among the blocks before it
+            reach = np.maximum.accumulate(act_end)
+            before = np.empty_like(reach)
+            before[0] = 0
+            before[1:] = reach[:-1]
+            fits = before + s <= act_off
+            k = int(np.argmax(fits))
+            off = int(before[k]) if fits[k] else max(int(reach[-1]), 0)
+        else:
+            off = 0
         offsets[i] = off
-        placed_off.append(off)
-        placed_end.append(off + s)
-        placed_first.append(f)
-        placed_last.append(l)
+        # insert keeping (offset, end) order; a block alive at f with last < later firsts is dropped above
+        pos = int(np.searchsorted(act_off, off, side="right"))
+        while pos > 0 and act_off[pos - 1] == off and act_end[pos - 1] > off + s:
+            pos -= 1
+        act_off = np.concatenate((act_off[:pos], [off], act_off[pos:]))
+        act_end = np.concatenate((act_end[:pos], [off + s], act_end[pos:]))
+        act_last = np.concatenate((act_last[:pos], [l], act_last[pos:]))
+        min_last = min(min_last, l)
+    extent = int((offsets + sizes).max()) if n else 0
+    return offsets, extent
+
+
+def _place(sizes, first, last):
+    """First-fit placement of blocks with lifetimes (the C version when built, else ``_place_numpy``)."""
+    if _first_fit is None:
+        return _place_numpy(sizes, first, last)
+    sizes = np.ascontiguousarray(sizes, np.int64)
+    first = np.ascontiguousarray(first, np.int64)
+    last = np.ascontiguousarray(last, np.int64)
+    offsets = _first_fit(sizes, first, last, np.lexsort((-sizes, first)).astype(np.int64))
     extent = int((offsets + sizes).max()) if len(sizes) else 0
     return offsets, extent
 
@@ -132,12 +174,13 @@ def plan_memory(builder):
 
     base = np.zeros(nblocks, np.int64)
     extent = np.zeros(ntiles, np.int64)
-    by_tile = defaultdict(list)
-    for b in np.flatnonzero(used):
-        by_tile[int(block_tiles[b])].append(b)
+    live_blocks = np.flatnonzero(used)
+    by_order = live_blocks[np.argsort(block_tiles[live_blocks], kind="stable")]   # by tile, block order kept
+    tile_of = block_tiles[by_order]
+    cuts = np.flatnonzero(np.diff(tile_of)) + 1
     memo = {}
-    for tile, blocks in by_tile.items():
-        blocks = np.array(blocks, np.int64)
+    for blocks in np.split(by_order, cuts) if len(by_order) else []:
+        tile = int(block_tiles[blocks[0]])
         key = (block_bytes[blocks].tobytes(), first[blocks].tobytes(), last[blocks].tobytes())
         if key not in memo:
             memo[key] = _place(block_bytes[blocks], first[blocks], last[blocks])
@@ -219,8 +262,16 @@ def estimate_cycles(device, steps) -> None:
             step.local_cycles = int(cyc.copy_cycles(device, local_bytes, local_rows).max()) if (~remote).any() else 0
             if remote.any():
                 # the exchange multicasts: a run sent to several tiles leaves its tile once
-                key = np.unique((step.rows[remote, 1] << 32) | step.rows[remote, 2])
-                sent = np.bincount((key >> 32) // tm, weights=key & 0xFFFFFFFF, minlength=ntiles)
+                src, nb = step.rows[remote, 1], step.rows[remote, 2]
+                if ntiles * tm < 2**31:                    # distinct (source address, bytes) runs as one key
+                    key = np.unique((src << 32) | nb)
+                    sent = np.bincount((key >> 32) // tm, weights=key & 0xFFFFFFFF, minlength=ntiles)
+                else:                                      # what-if devices of 2 GiB or more: two sort keys
+                    o = np.lexsort((nb, src))
+                    src, nb = src[o], nb[o]
+                    first = np.ones(len(src), bool)
+                    first[1:] = (src[1:] != src[:-1]) | (nb[1:] != nb[:-1])
+                    sent = np.bincount(src[first] // tm, weights=nb[first], minlength=ntiles)
                 recv = np.bincount(dst_t[remote], weights=nbytes[remote], minlength=ntiles)
                 msgs = np.bincount(dst_t[remote], minlength=ntiles)
                 step.exchange_cycles = cyc.exchange_cycles(device, sent, recv, msgs)

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from xla_lowering.hlo.ir import Computation, Instruction, Module
 
-from .dce import insert_before, remove_dead, replace_uses
+from .dce import remove_dead
 
 RewriteRule = Callable[[Instruction], Optional[Instruction]]
 
@@ -58,24 +58,49 @@ def apply_rules(comp: Computation, rules: list[RewriteRule]) -> bool:
     Sweeps the instructions in order; a replacement that is not yet in the computation is inserted
     just before the instruction it replaces. Dead instructions are dropped after every sweep, which
     also keeps a rule from firing again on the instruction it already replaced.
+
+    Within a sweep, replacements are recorded and an instruction's operands are brought up to date just
+    before the rules look at it (its operands come earlier, so they are final by then); insertions and the
+    remaining uses are applied once at the end of the sweep. The result is that of replacing every use at
+    once, without a pass over the whole computation per replacement.
     """
     changed_any = False
     while True:
         changed = False
         members = {i.id for i in comp.instructions}
+        replaced: dict[int, Instruction] = {}          # id of a replaced instruction -> its replacement
+        inserted: dict[int, list[Instruction]] = {}    # id of an instruction -> new ones to insert before it
+
+        def current(op: Instruction) -> Instruction:
+            while op.id in replaced:
+                op = replaced[op.id]
+            return op
+
         for inst in list(comp.instructions):
+            if replaced and any(op.id in replaced for op in inst.operands):
+                inst.operands = [current(op) for op in inst.operands]
             for rewrite in rules:
                 new = rewrite(inst)
                 if new is None or new is inst:
                     continue
                 if new.id not in members:
-                    insert_before(comp, inst, [new])
+                    inserted.setdefault(inst.id, []).append(new)
                     members.add(new.id)
-                replace_uses(comp, inst, new)
+                replaced[inst.id] = new
                 changed = True
                 break
         if not changed:
             return changed_any
+        if inserted:
+            order = []
+            for inst in comp.instructions:
+                order.extend(inserted.get(inst.id, ()))
+                order.append(inst)
+            comp.instructions = order
+        for inst in comp.instructions:
+            if any(op.id in replaced for op in inst.operands):
+                inst.operands = [current(op) for op in inst.operands]
+        comp.root = current(comp.root)
         remove_dead(comp)
         changed_any = True
 

@@ -385,3 +385,19 @@ def test_cli_help_info_and_run_without_tensorflow(exported, tmp_path):
     bad.write_bytes(exported.read_bytes()[:-5])
     proc = _cli("info", str(bad))
     assert proc.returncode == 1 and "truncated" in proc.stderr
+
+
+def test_export_keras_matches_predict(tmp_path):
+    import keras
+    strategy = tf_ipu.IPUStrategy(tf_ipu.IPUConfig(tiles_per_ipu=32, compile_progress=False))
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(3, activation="softmax")])
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    path = tf_ipu.export_keras(model, tmp_path / "model.ipuexe", batch_size=4)
+    loaded = tf_ipu.load(path)
+    got = loaded(x)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    np.testing.assert_allclose(np.asarray(got), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="batch_size"):
+        tf_ipu.export_keras(model, tmp_path / "bad.ipuexe", batch_size=0)

@@ -23,7 +23,7 @@ from .report import Report  # noqa: E402,F401
 from .runtime import LoadedExecutable, load  # noqa: E402,F401
 
 # name -> module that defines it (imports TensorFlow): loaded on first use
-_LAZY = {"IPUStrategy": "strategy", "export": "exporter"}
+_LAZY = {"IPUStrategy": "strategy", "export": "exporter", "export_keras": "exporter"}
 _LAZY_MODULES = ("strategy", "exporter", "trainer", "hlo_proto")
 
 

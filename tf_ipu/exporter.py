@@ -126,3 +126,36 @@ def export(strategy, fn, args_or_input_signature, path: str | os.PathLike) -> Pa
              "config": {"device": strategy.config.device, "tiles_per_ipu": exe.device.num_tiles}}
     save_executable(exe, path, extra, producer=f"tf-ipu {__version__}")
     return Path(path)
+
+
+def export_keras(model, path: str | os.PathLike, batch_size: int, strategy=None) -> Path:
+    """Write a Keras model's inference graph, with its current weights, for ``batch_size`` examples.
+
+    The model's inputs get a fixed batch dimension (the IPU needs static shapes); the weights are stored in the
+    file, so ``tf_ipu.load(path)(x)`` gives what ``model.predict(x)`` gives for a batch of that size. The model
+    compiles with its own IPUStrategy when it was built in one's scope, else with a default mk2.
+    """
+    from .strategy import IPUStrategy
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"tf_ipu.export_keras: batch_size must be a positive integer, got {batch_size!r}")
+    if not model.built:
+        raise ValueError("tf_ipu.export_keras: the model has no weights yet; build it (call it on data, or "
+                         "model.build(input_shape)) before exporting")
+    if strategy is None:
+        own = getattr(model, "distribute_strategy", None)
+        strategy = own if isinstance(own, IPUStrategy) else IPUStrategy()
+    specs = []
+    for inp in tf.nest.flatten(model.inputs):
+        shape = tuple(inp.shape)
+        if any(d is None for d in shape[1:]):
+            raise ValueError(f"tf_ipu.export_keras: input '{inp.name}' has a dynamic dimension {shape}; the IPU "
+                             f"needs every dimension but the batch fixed")
+        specs.append(tf.TensorSpec((batch_size,) + shape[1:], inp.dtype, name=inp.name.split(":")[0]))
+
+    @tf.function
+    def predict(*inputs):
+        x = inputs[0] if len(inputs) == 1 else list(inputs)
+        return model(x, training=False)
+
+    predict.__name__ = f"{model.name}_predict"
+    return export(strategy, predict, tuple(specs), path)

@@ -26,16 +26,8 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import tf_ipu  # noqa: E402
+from timing import best_of  # noqa: E402
 from kernels import device as ipu_devices  # noqa: E402
-
-
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def make_model(size, classes, jit_compile):

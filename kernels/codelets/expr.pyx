@@ -72,13 +72,7 @@ cdef enum:
 
 
 cdef inline int bits_of(int dt) noexcept nogil:
-    if dt == DT_S64 or dt == DT_U64 or dt == DT_F64:
-        return 64
-    if dt == DT_S32 or dt == DT_U32 or dt == DT_F32:
-        return 32
-    if dt == DT_S16 or dt == DT_U16 or dt == DT_F16:
-        return 16
-    return 8
+    return 8 * elem_bytes(dt)
 
 
 cdef inline uint64_t low_mask(int sh) noexcept nogil:

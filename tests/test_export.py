@@ -401,3 +401,14 @@ def test_export_keras_matches_predict(tmp_path):
     np.testing.assert_allclose(np.asarray(got), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="batch_size"):
         tf_ipu.export_keras(model, tmp_path / "bad.ipuexe", batch_size=0)
+
+
+def test_file_for_another_device_is_refused(tmp_path):
+    strategy = tf_ipu.IPUStrategy(tf_ipu.IPUConfig(device="mk1", tiles_per_ipu=16, compile_progress=False))
+    path = tf_ipu.export(strategy, tf.function(lambda x: x * 2.0), (np.ones(8, np.float32),), tmp_path / "f.ipuexe")
+    with pytest.raises(ExecutableFormatError, match="compiled for a mk1 IPU with 16 tiles"):
+        tf_ipu.load(path, device="mk2")
+    loaded = tf_ipu.load(path, device=strategy.device_model)
+    out = loaded(np.ones(8, np.float32))
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    np.testing.assert_array_equal(out, np.full(8, 2.0, np.float32))

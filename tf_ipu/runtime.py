@@ -216,10 +216,22 @@ def _all_steps(seq: Sequence):
             yield from _all_steps(body)
 
 
-def load(path: str | os.PathLike, seed: int = 0) -> LoadedExecutable:
+def load(path: str | os.PathLike, seed: int = 0, device: str | DeviceModel | None = None) -> LoadedExecutable:
     """Load an executable file (from ``tf_ipu.export``, or an executable-cache entry) onto a fresh simulated IPU.
 
-    Raises ``ExecutableFormatError`` (a ValueError) naming the reason when the file is not a readable executable.
+    ``device`` (a device name such as "mk2", or a DeviceModel): the IPU the caller means to run on; a file
+    compiled for another device (or another tile count or tile memory) is refused.
+    Raises ``ExecutableFormatError`` (a ValueError) naming the reason when the file is not a readable executable
+    or not for that device.
     """
     exe, info = read_executable(path)
+    if device is not None:
+        from kernels.device import get_device
+        want = get_device(device) if isinstance(device, str) else device
+        have = exe.device
+        if (have.name, have.num_tiles, have.tile_memory) != (want.name, want.num_tiles, want.tile_memory):
+            raise ExecutableFormatError(
+                f"{os.fspath(path)}: compiled for a {have.name} IPU with {have.num_tiles} tiles x "
+                f"{have.tile_memory // 1024} KiB, not for the requested {want.name} with {want.num_tiles} tiles x "
+                f"{want.tile_memory // 1024} KiB: compile it again for that device")
     return LoadedExecutable(exe, info, seed=seed, source=os.fspath(path))

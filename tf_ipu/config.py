@@ -47,26 +47,9 @@ class IPUConfig:
                 raise NotImplementedError(f"IPUConfig({name}={value}): only one IPU is simulated so far")
         if not isinstance(self.seed, int):
             raise ValueError(f"IPUConfig(seed={self.seed!r}): must be an integer")
-        if self.executable_cache_dir is not None:
-            cache = self.executable_cache_dir
-            if not isinstance(cache, (str, os.PathLike)) or not os.fspath(cache):
-                raise ValueError(f"IPUConfig(executable_cache_dir={cache!r}): must be a directory path (str or "
-                                 f"os.PathLike) or None")
-            cache = os.path.abspath(os.path.expanduser(os.fsdecode(cache)))
-            if os.path.exists(cache) and not os.path.isdir(cache):
-                raise ValueError(f"IPUConfig(executable_cache_dir={self.executable_cache_dir!r}): {cache} exists "
-                                 f"and is not a directory")
-            object.__setattr__(self, "executable_cache_dir", cache)
-        if self.auto_report is not None:
-            where = self.auto_report
-            if isinstance(where, bool) or not isinstance(where, (str, os.PathLike)) or not os.fspath(where):
-                raise ValueError(f"IPUConfig(auto_report={where!r}): must be a directory path (str or os.PathLike) "
-                                 f"or None")
-            where = os.path.abspath(os.path.expanduser(os.fsdecode(where)))
-            if os.path.exists(where) and not os.path.isdir(where):
-                raise ValueError(f"IPUConfig(auto_report={self.auto_report!r}): {where} exists and is not a "
-                                 f"directory")
-            object.__setattr__(self, "auto_report", where)
+        for name in ("executable_cache_dir", "auto_report"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _directory_option(name, getattr(self, name)))
 
     @property
     def device_model(self) -> DeviceModel:
@@ -80,3 +63,13 @@ class IPUConfig:
         """What an executable depends on (not seed, progress display or where executables are cached)."""
         return (self.device, self.tiles_per_ipu or DEVICES[self.device].num_tiles, self.num_ipus,
                 self.replication_factor)
+
+
+def _directory_option(name: str, value) -> str:
+    """An option naming a directory: a non-empty path that is not a file, made absolute."""
+    if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise ValueError(f"IPUConfig({name}={value!r}): must be a directory path (str or os.PathLike) or None")
+    where = os.path.abspath(os.path.expanduser(os.fsdecode(value)))
+    if os.path.exists(where) and not os.path.isdir(where):
+        raise ValueError(f"IPUConfig({name}={value!r}): {where} exists and is not a directory")
+    return where

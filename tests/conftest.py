@@ -191,3 +191,35 @@ def random_array(rng: np.random.Generator, shape, dtype, low=None, high=None) ->
 
 def dtype_id(dtype) -> str:
     return np.dtype(dtype).name
+
+
+# --- processes without TensorFlow ------------------------------------------------------------------------
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Prepended to the code of a subprocess: TensorFlow (and Keras) cannot be imported there.
+NO_TF = """
+import importlib.abc, sys
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tensorboard"):
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+
+def run_python(code: str, *args: str, timeout: float = 120):
+    """``python -c code args`` from the repository root, with the repository importable."""
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+               TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=timeout)
+
+
+def run_cli(*args: str):
+    """``tf-ipu ARGS`` in a process without TensorFlow; fails if TensorFlow got imported."""
+    code = NO_TF + ("import runpy\nsys.argv = ['tf-ipu', *sys.argv[1:]]\n"
+                    "try:\n    runpy.run_module('tf_ipu.cli', run_name='__main__')\n"
+                    "finally:\n    assert 'tensorflow' not in sys.modules\n")
+    return run_python(code, *args)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import tf_ipu
-from conftest import TILES, get_strategy, tf
+from conftest import NO_TF, TILES, get_strategy, run_cli, run_python, tf
 from kernels import serialize
 from kernels.engine import Engine
 from kernels.program import If, Switch, While, walk
@@ -28,31 +28,6 @@ from kernels.serialize import ExecutableFormatError
 
 ROOT = Path(__file__).resolve().parent.parent
 F32 = np.float32
-
-# Prepended to every subprocess: TensorFlow (and Keras) cannot be imported there.
-NO_TF = """
-import importlib.abc, sys
-class _NoTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tensorboard"):
-            raise ImportError(f"{name} is blocked in this test")
-sys.meta_path.insert(0, _NoTensorFlow())
-"""
-
-
-def _python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout)
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    """``tf-ipu ARGS`` in a process without TensorFlow; fails the test if TensorFlow got imported."""
-    code = NO_TF + ("import runpy\nsys.argv = ['tf-ipu', *sys.argv[1:]]\n"
-                    "try:\n    runpy.run_module('tf_ipu.cli', run_name='__main__')\n"
-                    "finally:\n    assert 'tensorflow' not in sys.modules\n")
-    return _python(code, *args)
 
 
 # --- functions ---------------------------------------------------------------------------------------------
@@ -254,7 +229,7 @@ assert "tensorflow" not in sys.modules, "tensorflow was imported"
 """
     np.save(tmp_path / "x.npy", X)
     np.save(tmp_path / "w.npy", W)
-    proc = _python(code)
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
     STATE.assign(np.arange(8, dtype=F32))
     want = get_strategy().run(dense, (tf.constant(X), tf.constant(W)))
@@ -300,7 +275,7 @@ np.save({str(tmp_path / 'out.npy')!r}, out)
 print(json.dumps([strategy.compile_count, strategy.cache_stats.hits, strategy.cache_stats.misses]))
 """
     np.save(tmp_path / "x.npy", X)
-    proc = _python(code)
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, 1, 0]
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), want)
@@ -357,23 +332,23 @@ def test_cli_help_info_and_run_without_tensorflow(exported, tmp_path):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["tf-ipu"] == "tf_ipu.cli:main"
     for args in (["--help"], ["info", "--help"], ["run", "--help"]):
-        proc = _cli(*args)
+        proc = run_cli(*args)
         assert proc.returncode == 0 and "usage: tf-ipu" in proc.stdout, proc.stderr
 
-    proc = _cli("info", str(exported))
+    proc = run_cli("info", str(exported))
     assert proc.returncode == 0, proc.stderr
     for text in ("mk2: 64 tiles", "x: f32[32,16]", "w: f32[16,8]", "probs: f32[32,8]", "tiles used:", "memory:",
                  "compute sets", "vertices", "copies with", f"version {serialize.FORMAT_VERSION}",
                  f"tf-ipu {tf_ipu.__version__}"):
         assert text in proc.stdout, (text, proc.stdout)
-    info = json.loads(_cli("info", "--json", str(exported)).stdout)
+    info = json.loads(run_cli("info", "--json", str(exported)).stdout)
     assert info["program"]["vertices"] > 0 and info["memory"]["tiles_used"] > 0
 
     np.save(tmp_path / "x.npy", X)
     np.savez(tmp_path / "in.npz", w=W, x=X)            # by name, in any order
-    proc = _cli("run", str(exported), "--input", str(tmp_path / "x.npy"), "--input", str(tmp_path / "in.npz"))
+    proc = run_cli("run", str(exported), "--input", str(tmp_path / "x.npy"), "--input", str(tmp_path / "in.npz"))
     assert proc.returncode != 0 and "takes 2 inputs" in proc.stderr    # x given twice: three inputs
-    proc = _cli("run", str(exported), "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "y.npz"))
+    proc = run_cli("run", str(exported), "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "y.npz"))
     assert proc.returncode == 0 and "cycles" in proc.stdout, proc.stderr
     STATE.assign(np.arange(8, dtype=F32))
     want = tf_ipu.load(exported)(X, W)
@@ -383,7 +358,7 @@ def test_cli_help_info_and_run_without_tensorflow(exported, tmp_path):
 
     bad = tmp_path / "bad.ipuexe"
     bad.write_bytes(exported.read_bytes()[:-5])
-    proc = _cli("info", str(bad))
+    proc = run_cli("info", str(bad))
     assert proc.returncode == 1 and "truncated" in proc.stderr
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import tf_ipu
-from conftest import TILES, get_strategy, tf
+from conftest import TILES, get_strategy, run_cli, tf
 from kernels.engine import Engine
 from kernels.report import ProgramReport
 
@@ -39,16 +39,6 @@ RNG = np.random.default_rng(3)
 X = RNG.standard_normal((64, 96)).astype(F32)
 W = RNG.standard_normal((96, 32)).astype(F32)
 
-NO_TF = """
-import importlib.abc, sys
-class _NoTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tensorboard"):
-            raise ImportError(f"{name} is blocked in this test")
-sys.meta_path.insert(0, _NoTensorFlow())
-"""
-
-
 @tf.function
 def layer(x, w):
     return tf.nn.softmax(tf.nn.relu(x @ w))
@@ -57,16 +47,6 @@ def layer(x, w):
 @tf.function
 def double(x):
     return x * 2.0
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    code = NO_TF + ("import runpy\nsys.argv = ['tf-ipu', *sys.argv[1:]]\n"
-                    "try:\n    runpy.run_module('tf_ipu.cli', run_name='__main__')\n"
-                    "finally:\n    assert 'tensorflow' not in sys.modules\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=120)
 
 
 class _Checker(HTMLParser):
@@ -187,12 +167,12 @@ def test_cli_report_without_tensorflow(tmp_path):
     strategy = get_strategy()
     path = tf_ipu.export(strategy, layer, (X, W), tmp_path / "layer.ipuexe")
     rep = _run_layer(strategy)
-    proc = _cli("report", "--help")
+    proc = run_cli("report", "--help")
     assert proc.returncode == 0 and "usage: tf-ipu report" in proc.stdout and "--html" in proc.stdout, proc.stderr
-    assert "report" in _cli("--help").stdout
+    assert "report" in run_cli("--help").stdout
 
     out = tmp_path / "out.html"
-    proc = _cli("report", str(path), "--html", str(out), "--text", str(tmp_path / "out.txt"))
+    proc = run_cli("report", str(path), "--html", str(out), "--text", str(tmp_path / "out.txt"))
     assert proc.returncode == 0, proc.stderr
     # zeros or not, this program's cycles depend only on shapes
     for s in ("Report of 'layer'", f"{rep.cycles_total:,}", f"{rep.exchange_bytes:,}", "10 fullest tiles",
@@ -204,9 +184,9 @@ def test_cli_report_without_tensorflow(tmp_path):
     assert len(p.svgs) == 4 and f"{rep.cycles_total:,}" in p.cells
 
     np.savez(tmp_path / "in.npz", x=X, w=W)
-    proc = _cli("report", str(path), "--input", str(tmp_path / "in.npz"), "--top", "3")
+    proc = run_cli("report", str(path), "--input", str(tmp_path / "in.npz"), "--top", "3")
     assert proc.returncode == 0 and "Top 3 of" in proc.stdout, proc.stderr
-    proc = _cli("report", str(tmp_path / "missing.ipuexe"))
+    proc = run_cli("report", str(tmp_path / "missing.ipuexe"))
     assert proc.returncode == 1 and "tf-ipu report: error" in proc.stderr
 
 

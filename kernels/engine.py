@@ -7,7 +7,6 @@ executable is built (they depend only on shapes); the engine adds them up for th
 """
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -206,7 +205,3 @@ class Engine:
                                             p["win"], p["row_step"], p["oi_off"], p["op"], p["mode"])
             else:  # pragma: no cover
                 raise TypeError(f"unknown codelet {g.codelet!r}")
-
-
-def host_threads() -> int:
-    return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))

@@ -94,13 +94,13 @@ def main():
                                                    compile_progress=False))
     model, accuracy, seconds, host_rate = train(strategy.scope(), data, args)
     batch = args.batch_size
-    report = model.train_function.reports[batch]         # the latest full training step's cycles and memory
-    ipu_rate = batch / report.seconds
+    report = model.train_function.reports[batch]         # the latest full execution's cycles and memory
+    ipu_rate = batch * report.iterations / report.seconds
     print(f"\nSimulated {report.device} IPU ({report.num_tiles} tiles at {report.clock_hz / 1e9:.2f} GHz), "
           f"{args.epochs} epochs in {seconds:.1f} s of host time ({strategy.compile_count} compiles)")
     print(f"  validation accuracy        {accuracy:.4f}")
-    print(f"  IPU throughput (simulated) {ipu_rate:>12,.0f} images/s   ({report.cycles_total:,} cycles for a "
-          f"training step of {batch} images)")
+    print(f"  IPU throughput (simulated) {ipu_rate:>12,.0f} images/s   ({report.cycles_per_step:,.0f} cycles a "
+          f"training step of {batch} images, {report.iterations} steps an execution)")
     print(f"  host throughput            {host_rate:>12,.0f} images/s   (simulator, last epoch's wall time)")
     print(f"  busiest tile's memory peak {int(report.memory_peak.max()):,} of {report.tile_memory:,} bytes")
 

@@ -16,10 +16,33 @@ from .program import Sequence
 
 @dataclass
 class HostTensor:
-    """A program input or output as the host sees it."""
+    """A program input or output as the host sees it.
+
+    ``feed``: an infeed or outfeed. Its host array holds one element of ``dims`` per iteration of the program's
+    infeed loop, shape (iterations, *dims); ``nbytes`` is one element's size."""
     name: str
     dtype: str                 # HLO element type name
     dims: tuple[int, ...]
+    feed: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        from .dtypes import itemsize
+        return int(np.prod(self.dims, dtype=np.int64)) * itemsize(self.dtype)
+
+
+@dataclass
+class ResidentTensor:
+    """A parameter that stays in device memory between runs (a variable): no stream moves it in a run; the host
+    reads and writes it through ``Engine.read_resident`` / ``write_resident`` when it needs to. After each step
+    (each iteration of an infeed loop) it holds the value of the output aliased to it.
+
+    ``rows`` of [dev_addr, host_offset, nbytes] say where its bytes live on the tiles."""
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    param: int                 # the HLO entry parameter
+    rows: np.ndarray
 
     @property
     def nbytes(self) -> int:
@@ -57,3 +80,10 @@ class Executable:
     memory: MemoryReport
     output_tuple: bool = True          # the entry computation returned a tuple
     meta: dict[str, Any] = field(default_factory=dict)
+    resident: list[ResidentTensor] = field(default_factory=list)
+
+    @property
+    def loop(self) -> bool:
+        """The program is an infeed loop: each run says how many iterations (steps) it runs, and fed inputs and
+        outputs carry one element per iteration."""
+        return bool(self.meta.get("loop", False))

@@ -1,9 +1,10 @@
 """The device program: plain data that the engine runs, the exporter writes and the reports read.
 
 Poplar's program tree, simplified: a Sequence of steps; Execute(compute set) runs vertices on their tiles;
-Copy moves bytes between tiles (exchange) or within a tile; Repeat loops a fixed number of times; While loops
-while a device predicate holds; If branches on a device predicate, Switch on a device index; StreamIn/StreamOut
-move host buffers. Addresses are absolute byte addresses into device memory (tile index x
+Copy moves bytes between tiles (exchange) or within a tile; Repeat loops a fixed number of times (or, with
+count FED, once for every element the host feeds: an infeed loop); While loops while a device predicate holds; If
+branches on a device predicate, Switch on a device index; StreamIn/StreamOut move host buffers (a fed stream takes
+or gives the next element of its host buffer each time it runs). Addresses are absolute byte addresses into device memory (tile index x
 tile memory + offset) once the executable is finalised; before that they are symbolic (block << 32 | offset).
 """
 from __future__ import annotations
@@ -57,7 +58,12 @@ class Execute:
 
 @dataclass
 class Copy:
-    """A fixed copy list: rows of [dst_addr, src_addr, nbytes]."""
+    """A fixed copy list: int64 rows of [dst, src, nbytes, count, dst_stride, src_stride].
+
+    A row moves ``count`` runs of ``nbytes``, run i from src + i * src_stride to dst + i * dst_stride (count 1: one
+    plain run). Its runs stay in one tile's memory at each end. Rows of the older [dst, src, nbytes] form (files
+    written before strided rows, hand-made lists) are read as plain runs.
+    """
     name: str
     rows: np.ndarray
     origin: str = ""
@@ -65,14 +71,35 @@ class Copy:
     local_cycles: int = 0
     exchange_bytes: int = 0
 
+    def __post_init__(self):
+        self.rows = plain_copy_rows(self.rows)
+
+
+COPY_COLUMNS = 6
+
+
+def plain_copy_rows(rows: np.ndarray) -> np.ndarray:
+    """Copy rows of 3 columns [dst, src, nbytes] as 6-column rows of one run each; other rows unchanged."""
+    if isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.shape[1] == 3:
+        out = np.zeros((len(rows), COPY_COLUMNS), rows.dtype)
+        out[:, :3] = rows
+        out[:, 3] = 1
+        return out
+    return rows
+
 
 @dataclass
 class Sequence:
     steps: list = field(default_factory=list)
 
 
+FED = -1        # Repeat.count of an infeed loop: as many iterations as the run's host buffers hold elements
+
+
 @dataclass
 class Repeat:
+    """Run ``body`` ``count`` times; an infeed loop (count FED) runs once per element of the run's fed buffers,
+    and the engine may stop it between iterations (Ctrl-C): a step is never left half done."""
     count: int
     body: Sequence
 
@@ -108,19 +135,26 @@ class Switch:
 
 @dataclass
 class StreamIn:
-    """Host -> device: ``rows`` of [dev_addr, host_offset, nbytes] fill a tensor from input ``index``."""
+    """Host -> device: ``rows`` of [dev_addr, host_offset, nbytes] fill a tensor from input ``index``.
+
+    ``feed`` (an infeed): input ``index`` holds one ``nbytes`` element per loop iteration, and each execution of
+    the step takes the next one (host offsets are relative to that element)."""
     index: int
     rows: np.ndarray
     nbytes: int
     cycles: int = 0
+    feed: bool = False
 
 
 @dataclass
 class StreamOut:
+    """Device -> host: the tensor at ``rows`` into output ``index`` (``feed``: an outfeed, one element a run of
+    the step)."""
     index: int
     rows: np.ndarray
     nbytes: int
     cycles: int = 0
+    feed: bool = False
 
 
 def walk(seq: Sequence):

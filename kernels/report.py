@@ -53,6 +53,7 @@ class ProgramReport:
     tile_compute: np.ndarray
     steps: list[StepRow] = field(default_factory=list)
     compile_seconds: float = 0.0
+    iterations: int = 1             # steps the run executed (an infeed loop runs several)
 
     @staticmethod
     def build(exe: Executable, prof: Profile, name: str = "") -> "ProgramReport":
@@ -81,12 +82,17 @@ class ProgramReport:
             memory_always_live=np.asarray(exe.memory.always_live, np.int64),
             memory_by_category={k: np.asarray(v, np.int64) for k, v in sorted(exe.memory.by_category.items())},
             tile_compute=np.asarray(tile_compute, np.int64), steps=rows,
-            compile_seconds=float(exe.meta.get("compile_seconds", 0.0)))
+            compile_seconds=float(exe.meta.get("compile_seconds", 0.0)), iterations=int(getattr(prof, "iterations", 1)))
 
     # --- derived numbers -------------------------------------------------------------------------------
     @property
     def seconds(self) -> float:
         return self.cycles_total / self.clock_hz
+
+    @property
+    def cycles_per_step(self) -> float:
+        """Cycles of the run over the steps it ran (an infeed loop of several steps)."""
+        return self.cycles_total / max(self.iterations, 1)
 
     @property
     def tiles_used(self) -> int:
@@ -114,8 +120,10 @@ class ProgramReport:
                 f"{self.clock_hz / 1e9:.2f} GHz")
 
     def cycles_line(self) -> str:
-        return (f"Cycles: {self.cycles_total:,} total ({self.seconds * 1e6:.1f} us) = compute {self.cycles_compute:,} "
-                f"+ exchange {self.cycles_exchange:,} + sync {self.cycles_sync:,} + host I/O {self.cycles_host_io:,}")
+        steps = f", {self.iterations} steps: {self.cycles_per_step:,.0f} a step" if self.iterations != 1 else ""
+        return (f"Cycles: {self.cycles_total:,} total ({self.seconds * 1e6:.1f} us{steps}) = compute "
+                f"{self.cycles_compute:,} + exchange {self.cycles_exchange:,} + sync {self.cycles_sync:,} + host I/O "
+                f"{self.cycles_host_io:,}")
 
     def exchange_line(self) -> str:
         return f"Exchange: {self.exchange_bytes:,} bytes between tiles"

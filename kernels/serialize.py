@@ -47,12 +47,13 @@ import numpy as np
 
 from . import dtypes
 from .device import DeviceModel
-from .executable import Executable, HostTensor, MemoryReport
-from .program import (CODELETS, ComputeSet, Copy, Execute, If, Repeat, Sequence, StreamIn, StreamOut, Switch,
+from .executable import Executable, HostTensor, MemoryReport, ResidentTensor
+from .program import (CODELETS, FED, ComputeSet, Copy, Execute, If, Repeat, Sequence, StreamIn, StreamOut, Switch,
                       VertexGroup, While)
 
 MAGIC = b"\x89IPUEXE\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: infeed loops (fed streams, Repeat count FED) and resident tensors
+READABLE_VERSIONS = (1, 2)
 HEADER = struct.Struct("<8sIIQQQ24x")         # magic, version, reserved, json length, data offset, data length
 ALIGN = 64
 DIGEST = 32                                   # SHA-256 trailer
@@ -151,8 +152,8 @@ class _Encoder:
             return None if v is None else self.field(ann[:-len(" | None")], v, where)
         if ann == "np.ndarray":
             return self.array(v, where)
-        if ann in ("int", "str"):
-            return int(v) if ann == "int" else str(v)
+        if ann in ("int", "str", "bool"):
+            return int(v) if ann == "int" else str(v) if ann == "str" else bool(v)
         if ann == "tuple[int, ...]":
             return [int(x) for x in v]
         if ann == "dict[str, Any]":
@@ -171,8 +172,10 @@ def _document(exe: Executable, enc: _Encoder, producer: str, extra_meta: dict | 
         "format_version": FORMAT_VERSION,
         "producer": producer,
         "device": dataclasses.asdict(exe.device),
-        "inputs": [{"name": t.name, "dtype": t.dtype, "dims": [int(d) for d in t.dims]} for t in exe.inputs],
-        "outputs": [{"name": t.name, "dtype": t.dtype, "dims": [int(d) for d in t.dims]} for t in exe.outputs],
+        "inputs": [_host_tensor(t) for t in exe.inputs],
+        "outputs": [_host_tensor(t) for t in exe.outputs],
+        "resident": [{**_host_tensor(t), "param": int(t.param), "rows": enc.array(t.rows, f"resident[{i}].rows")}
+                     for i, t in enumerate(exe.resident)],
         "output_tuple": bool(exe.output_tuple),
         "constants": {"rows": enc.array(exe.constant_rows, "constant_rows"),
                       "data": enc.array(exe.constant_data, "constant_data")},
@@ -184,6 +187,10 @@ def _document(exe: Executable, enc: _Encoder, producer: str, extra_meta: dict | 
         "meta": enc.value(dict(exe.meta), "meta"),
         "extra": enc.value(dict(extra_meta or {}), "extra_meta"),
     }
+
+
+def _host_tensor(t) -> dict:
+    return {"name": t.name, "dtype": t.dtype, "dims": [int(d) for d in t.dims], "feed": bool(getattr(t, "feed", False))}
 
 
 def save_executable(exe: Executable, path_or_file: str | os.PathLike | BinaryIO, extra_meta: dict | None = None,
@@ -257,8 +264,8 @@ def _check_envelope(raw: bytearray, source: str) -> tuple[int, int, int, int]:
     if version > FORMAT_VERSION:
         raise _fail(f"format version {version} is newer than this tf-ipu reads (up to {FORMAT_VERSION}): "
                     f"upgrade tf-ipu, or export the executable again with this version", source)
-    if version != FORMAT_VERSION:
-        raise _fail(f"unknown format version {version} (this tf-ipu reads version {FORMAT_VERSION})", source)
+    if version not in READABLE_VERSIONS:
+        raise _fail(f"unknown format version {version} (this tf-ipu reads versions {READABLE_VERSIONS})", source)
     if data_offset < HEADER.size + json_len or data_offset % ALIGN:
         raise _fail(f"inconsistent header (JSON length {json_len}, data offset {data_offset})", source)
     expected = data_offset + data_len + DIGEST
@@ -366,6 +373,8 @@ class _Decoder:
             return v if type(v) is int else self.bad(where, f"expected an integer, found {_short(v)}")
         if ann == "str":
             return v if type(v) is str else self.bad(where, f"expected a string, found {_short(v)}")
+        if ann == "bool":
+            return v if type(v) is bool else self.bad(where, f"expected true or false, found {_short(v)}")
         if ann == "tuple[int, ...]":
             if not (isinstance(v, list) and all(type(x) is int for x in v)):
                 self.bad(where, f"expected a list of integers, found {_short(v)}")
@@ -395,11 +404,21 @@ def _host_tensors(items, where: str) -> list[HostTensor]:
         raise ExecutableFormatError(f"{where}: must be a list")
     out = []
     for i, t in enumerate(items):
-        name, dtype, dims = t["name"], t["dtype"], t["dims"]
-        if type(name) is not str or dtype not in dtypes.NUMPY or \
+        name, dtype, dims, feed = t["name"], t["dtype"], t["dims"], t.get("feed", False)
+        if type(name) is not str or dtype not in dtypes.NUMPY or type(feed) is not bool or \
                 not (isinstance(dims, list) and all(type(n) is int and n >= 0 for n in dims)):
             raise ExecutableFormatError(f"{where}[{i}]: bad host tensor {_short(t)}")
-        out.append(HostTensor(name, dtype, tuple(dims)))
+        out.append(HostTensor(name, dtype, tuple(dims), feed))
+    return out
+
+
+def _resident(items, dec) -> list[ResidentTensor]:
+    tensors = _host_tensors(items, "resident")
+    out = []
+    for i, (t, d) in enumerate(zip(tensors, items)):
+        if t.feed or type(d.get("param")) is not int or d["param"] < 0:
+            raise ExecutableFormatError(f"resident[{i}]: bad resident tensor {_short(d)}")
+        out.append(ResidentTensor(t.name, t.dtype, t.dims, d["param"], dec.array(d["rows"], f"resident[{i}].rows")))
     return out
 
 
@@ -454,7 +473,8 @@ def read_executable(path_or_file) -> tuple[Executable, FileInfo]:
                          outputs=_host_tensors(doc["outputs"], "outputs"),
                          constant_rows=dec.array(doc["constants"]["rows"], "constant_rows"),
                          constant_data=dec.array(doc["constants"]["data"], "constant_data"),
-                         memory=memory, output_tuple=output_tuple, meta=dec.value(doc["meta"], "meta"))
+                         memory=memory, output_tuple=output_tuple, meta=dec.value(doc["meta"], "meta"),
+                         resident=_resident(doc.get("resident", []), dec))
         extra = dec.value(doc.get("extra", {}), "extra")
         producer = doc.get("producer", "")
         if not isinstance(exe.meta, dict) or not isinstance(extra, dict) or type(producer) is not str:
@@ -490,6 +510,9 @@ def check_executable(exe: Executable) -> None:
     for name in ("always_live", "peak"):
         if getattr(exe.memory, name).shape != (dev.num_tiles,):
             raise ExecutableFormatError(f"memory.{name}: expected one entry per tile ({dev.num_tiles})")
+    for i, t in enumerate(exe.resident):
+        _check_rows(t.rows, size, t.nbytes, f"resident[{i}]", "a resident tensor row reaches outside device memory "
+                                                              "or the tensor")
     _check_seq(exe.program, exe, size, "program")
 
 
@@ -502,42 +525,66 @@ def _check_rows(rows: np.ndarray, first_limit: int, second_limit: int, where: st
         raise ExecutableFormatError(f"{where}: {what}")
 
 
-def _check_seq(seq: Sequence, exe: Executable, size: int, where: str) -> None:
+def _check_copy_rows(rows: np.ndarray, size: int, where: str) -> None:
+    """Copy rows [dst, src, nbytes, count, dst_stride, src_stride]: every run inside device memory, and the runs
+    of a row never overlapping at the destination (the engine runs them in parallel)."""
+    if rows.dtype != np.int64 or rows.ndim != 2 or rows.shape[1] != 6:
+        raise ExecutableFormatError(f"{where}: expected int64 rows of 6 columns (a copy list), found {rows.dtype} {rows.shape}")
+    if not len(rows):
+        return
+    dst, src, nbytes, count, dst_stride, src_stride = rows.T
+    if (nbytes < 0).any() or (count < 1).any():
+        raise ExecutableFormatError(f"{where}: a copy row with a negative length or a count below 1")
+    if ((count > 1) & (np.abs(dst_stride) < nbytes)).any():
+        raise ExecutableFormatError(f"{where}: a strided copy row whose runs overlap at the destination")
+    for start, stride in ((dst, dst_stride), (src, src_stride)):
+        span = (count - 1) * stride
+        if (start + np.minimum(span, 0) < 0).any() or (start + np.maximum(span, 0) + nbytes > size).any():
+            raise ExecutableFormatError(f"{where}: a copy reaches outside device memory ({size} bytes)")
+
+
+def _check_seq(seq: Sequence, exe: Executable, size: int, where: str, in_loop: bool = False) -> None:
     for i, step in enumerate(seq.steps):
         at = f"{where}.steps[{i}]"
         kind = type(step)
         if kind is Execute:
             _check_execute(step, exe, size, at)
         elif kind is Copy:
-            _check_rows(step.rows, size, size, f"{at} (copy '{step.name}')",
-                        f"a copy reaches outside device memory ({size} bytes)")
+            _check_copy_rows(step.rows, size, f"{at} (copy '{step.name}')")
         elif kind in (StreamIn, StreamOut):
             tensors = exe.inputs if kind is StreamIn else exe.outputs
             if not 0 <= step.index < len(tensors) or step.nbytes != tensors[step.index].nbytes:
                 raise ExecutableFormatError(f"{at}: a stream of {step.nbytes} bytes for host tensor {step.index}, "
                                             f"which the executable does not have at that size")
+            if step.feed != tensors[step.index].feed or (step.feed and not in_loop):
+                raise ExecutableFormatError(f"{at}: a {'fed' if step.feed else 'plain'} stream for a "
+                                            f"{'fed' if tensors[step.index].feed else 'plain'} host tensor"
+                                            + ("" if in_loop else " outside an infeed loop"))
             _check_rows(step.rows, size, step.nbytes, at, "a stream row reaches outside device memory or its host "
                                                           "tensor")
         elif kind is Repeat:
-            if step.count < 0:
+            if step.count == FED and (not exe.loop or in_loop):
+                raise ExecutableFormatError(f"{at}: an infeed loop " + ("inside another" if in_loop else
+                                            "in an executable whose meta does not say it has one"))
+            if step.count < 0 and step.count != FED:
                 raise ExecutableFormatError(f"{at}: negative repeat count {step.count}")
-            _check_seq(step.body, exe, size, f"{at}.body")
+            _check_seq(step.body, exe, size, f"{at}.body", in_loop or step.count == FED)
         elif kind is If:
             _check_addr(step.cond_addr, 1, size, at)
-            _check_seq(step.then_body, exe, size, f"{at}.then_body")
-            _check_seq(step.else_body, exe, size, f"{at}.else_body")
+            _check_seq(step.then_body, exe, size, f"{at}.then_body", in_loop)
+            _check_seq(step.else_body, exe, size, f"{at}.else_body", in_loop)
         elif kind is While:
             _check_addr(step.cond_addr, 1, size, at)
-            _check_seq(step.cond, exe, size, f"{at}.cond")
-            _check_seq(step.body, exe, size, f"{at}.body")
+            _check_seq(step.cond, exe, size, f"{at}.cond", in_loop)
+            _check_seq(step.body, exe, size, f"{at}.body", in_loop)
         elif kind is Switch:
             _check_addr(step.index_addr, 4, size, at)
             if not step.branches:
                 raise ExecutableFormatError(f"{at}: a switch without branches")
             for k, branch in enumerate(step.branches):
-                _check_seq(branch, exe, size, f"{at}.branches[{k}]")
+                _check_seq(branch, exe, size, f"{at}.branches[{k}]", in_loop)
         elif kind is Sequence:
-            _check_seq(step, exe, size, at)
+            _check_seq(step, exe, size, at, in_loop)
 
 
 def _check_addr(addr: int, nbytes: int, size: int, where: str) -> None:

@@ -12,6 +12,7 @@ comparisons, as the IPU's random bits differ from TF's (see xla_lowering/lower/k
 from __future__ import annotations
 
 import contextlib
+import signal
 
 import numpy as np
 import pytest
@@ -63,11 +64,11 @@ class BatchLosses(keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
 
 
-def fit_both(strategy, ipu, cpu, x, y, **kw):
+def fit_both(strategy, ipu, cpu, x, y, callbacks=(), **kw):
     rec_ipu, rec_cpu = BatchLosses(), BatchLosses()
     with strategy.scope():
-        h_ipu = ipu.fit(x, y, shuffle=False, verbose=0, callbacks=[rec_ipu], **kw)
-    h_cpu = cpu.fit(x, y, shuffle=False, verbose=0, callbacks=[rec_cpu], **kw)
+        h_ipu = ipu.fit(x, y, shuffle=False, verbose=0, callbacks=[rec_ipu, *callbacks], **kw)
+    h_cpu = cpu.fit(x, y, shuffle=False, verbose=0, callbacks=[rec_cpu, *callbacks], **kw)
     return (rec_ipu.losses, h_ipu.history), (rec_cpu.losses, h_cpu.history)
 
 
@@ -123,6 +124,40 @@ def test_conv_bn_pool_with_steps_per_execution_and_partial_batch(strategy):
     np.testing.assert_allclose(pred_ipu, cpu.predict(x, batch_size=32, verbose=0), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")   # Keras's, not ours
+def test_variables_stay_on_the_device_and_host_reads_and_writes_see_them(strategy):
+    # steps_per_execution=4: 64 samples in batches of 8 are two device executions an epoch. Validation (another
+    # executable), a learning-rate schedule (a host write of an optimizer variable each epoch), reset_metrics and
+    # set_weights between fits all move values between host and device; the results must match TF-CPU.
+    x, y = data((8,), n=96)
+    ipu, cpu = pair(strategy, dense_model, steps_per_execution=4)
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.05 / (1 + epoch))
+    (_, hist_ipu), (_, hist_cpu) = fit_both(strategy, ipu, cpu, x[:64], y[:64], batch_size=8, epochs=2,
+                                            validation_data=(x[64:], y[64:]), callbacks=[schedule])
+    assert hist_ipu["learning_rate"] == pytest.approx([0.05, 0.025])
+    for k in hist_cpu:
+        np.testing.assert_allclose(hist_ipu[k], hist_cpu[k], atol=LOSS_ATOL, err_msg=k)
+    assert ipu.train_function.executions == 4 and ipu.train_function.steps_run == 16
+    assert ipu.train_function.last_report.program.iterations == 4
+
+    # a host write reaches the device before the next step
+    new = [w * 0.5 for w in cpu.get_weights()]
+    ipu.set_weights(new)
+    cpu.set_weights(new)
+    (losses_ipu, _), (losses_cpu, _) = fit_both(strategy, ipu, cpu, x[:64], y[:64], batch_size=8, epochs=1)
+    np.testing.assert_allclose(losses_ipu, losses_cpu, atol=LOSS_ATOL)
+
+    # after training (no validation program loaded since) the latest values are on the device only, until read
+    from tf_ipu import resident
+    kernel = ipu.weights[0]
+    assert not resident.state(kernel._value).host_fresh
+    transferred = strategy.ipu_device.transfer_bytes
+    np.testing.assert_allclose(kernel.numpy(), cpu.weights[0].numpy(), rtol=RTOL, atol=ATOL)
+    assert resident.state(kernel._value).host_fresh
+    assert strategy.ipu_device.transfer_bytes == transferred + kernel.numpy().nbytes     # one variable read back
+    assert_same_weights(ipu, cpu)
+
+
 class Boom(Exception):
     pass
 
@@ -149,23 +184,33 @@ def test_weights_survive_an_exception_in_a_callback(strategy, exc):
 
 
 def test_weights_survive_an_interrupt_inside_an_execution(strategy, monkeypatch):
+    # Ctrl-C while the third step of a four-step execution runs: that step completes, the fourth does not run
     x, y = data((8,))
     ipu, cpu = pair(strategy, dense_model, steps_per_execution=4)
     with strategy.scope():
-        ipu.fit(x[:8], y[:8], batch_size=8, epochs=1, shuffle=False, verbose=0)     # compile before patching
+        ipu.fit(x[:8], y[:8], batch_size=8, epochs=1, shuffle=False, verbose=0)     # compile, one step
     engine = next(iter(ipu.train_function._programs.values())).compiled.engine
-    real_run, calls = engine.run, []
+    real_execute, counted = engine._execute, []
+    monkeypatch.setattr(engine, "_execute", lambda step: (counted.append(1), real_execute(step))[1])
+    with strategy.scope():
+        ipu.fit(x[8:16], y[8:16], batch_size=8, epochs=1, shuffle=False, verbose=0)  # a second step, counted
+    per_step = len(counted)                                     # compute sets of one step
+    assert per_step > 2
 
-    def run(inputs):
+    calls = []
+
+    def execute(step):
         calls.append(1)
-        if len(calls) == 3:               # Ctrl-C while the third step of the execution runs
-            raise KeyboardInterrupt
-        return real_run(inputs)
+        if len(calls) == 2 * per_step + per_step // 2:          # in the middle of the third step
+            signal.raise_signal(signal.SIGINT)
+        return real_execute(step)
 
-    monkeypatch.setattr(engine, "run", run)
+    monkeypatch.setattr(engine, "_execute", execute)
     with strategy.scope(), pytest.raises(KeyboardInterrupt):
-        ipu.fit(x[8:], y[8:], batch_size=8, epochs=1, shuffle=False, verbose=0)
-    cpu.fit(x[:24], y[:24], batch_size=8, epochs=1, shuffle=False, verbose=0)        # 1 + 2 completed steps
+        ipu.fit(x[16:48], y[16:48], batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert len(calls) == 3 * per_step                            # the third step completed, the fourth never ran
+    assert ipu.train_function.steps_run == 2 + 3
+    cpu.fit(x[:40], y[:40], batch_size=8, epochs=1, shuffle=False, verbose=0)        # 2 + 3 completed steps
     assert_same_weights(ipu, cpu)
 
 

@@ -53,6 +53,15 @@ class Report:
         return self.cycles_total / self.clock_hz
 
     @property
+    def iterations(self) -> int:
+        """Steps the run executed (a Keras execution of steps_per_execution steps is one run)."""
+        return self.program.iterations if self.program is not None else 1
+
+    @property
+    def cycles_per_step(self) -> float:
+        return self.cycles_total / max(self.iterations, 1)
+
+    @property
     def memory_total(self) -> int:
         return int(sum(int(v.sum()) for v in self.memory_by_category.values()))
 

@@ -232,8 +232,14 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
         return _Trace(module, values, variables, structure, n_outputs, _signature(values), folded)
 
     # --- compiling through the cache -----------------------------------------------------------------
-    def _compile(self, fn, trace: _Trace) -> _Compiled:
-        key = (trace.module.fingerprint(), self.config.cache_key())
+    def _compile(self, fn, trace: _Trace, options: CompileOptions | None = None) -> _Compiled:
+        """The executable of ``trace`` (from the in-memory cache, the disk cache, or compiled now). ``options``:
+        how to compile it besides the config (e.g. an infeed loop with resident variables, for Keras)."""
+        options = options or CompileOptions()
+        options = CompileOptions(progress=self.config.compile_progress, loop=options.loop, feeds=options.feeds,
+                                 resident=options.resident, outfeed=options.outfeed)
+        config_key = self.config.cache_key() + options.key()
+        key = (trace.module.fingerprint(), config_key)
         hit = self._executables.get(key)
         rec = self._record(fn)
         if hit is not None:
@@ -250,11 +256,11 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
                           f"or expect a compile per value")
             self.last_recompile_reason = f"recompiling '{name}' for the IPU because {reason}"
             log.warning(self.last_recompile_reason)
-        disk_key = self._disk_cache.key(trace.module, self.config.cache_key()) if self._disk_cache else None
+        disk_key = self._disk_cache.key(trace.module, config_key) if self._disk_cache else None
         exe = self._disk_cache.get(disk_key, name) if self._disk_cache else None
         if exe is None:
             t0 = time.perf_counter()
-            exe = compile_module(trace.module, self.device_model, CompileOptions(progress=self.config.compile_progress))
+            exe = compile_module(trace.module, self.device_model, options)
             log.info("compiled '%s' for the simulated %s in %.2f s", name, self.device_model.name,
                      time.perf_counter() - t0)
             self.compile_count += 1

@@ -10,30 +10,41 @@ data. So creating an IPUStrategy wraps the three ``TensorFlowTrainer.make_*_func
 every other model gets Keras's own function, untouched. Nothing of ``fit`` / ``evaluate`` / ``predict`` changes, so
 callbacks, the progress bar, history, validation and ``stop_training`` behave as with any Keras model.
 
-One executable per step. ``IPUStepFunction`` traces ``model.train_step(data)`` (in the strategy's replica context,
-as Keras does) as a ``tf.function(jit_compile=True)``: forward pass, loss, gradients, optimizer update and metric
-updates are one HLO module whose parameters are the batch and every model, optimizer, metric and seed variable (the
-captured resources), the updated ones aliased to outputs. It is compiled once per input signature through the
-strategy's executable cache and run for each batch. Its outputs are the logs Keras expects: ``train_step`` returns
-``compute_metrics(...)``, the metric results computed on the device from the updated metric variables.
+One executable per step signature. ``IPUStepFunction`` traces ``model.train_step(data)`` (in the strategy's replica
+context, as Keras does) as a ``tf.function(jit_compile=True)``: forward pass, loss, gradients, optimizer update and
+metric updates are one HLO module whose parameters are the batch and every model, optimizer, metric and seed variable
+(the captured resources), the updated ones aliased to outputs. It is compiled once per input signature through the
+strategy's executable cache as an *infeed loop* (``CompileOptions(loop=True)``): the device program runs the step
+once per batch it is fed, each step's updated variables written in place for the next. Its outputs are the logs
+Keras expects: ``train_step`` returns ``compute_metrics(...)``, the metric results computed on the device from the
+updated metric variables, streamed out after the last step (predictions: an outfeed, one element per step).
 
-steps_per_execution=N. One call takes up to N batches from the iterator and runs the compiled step for each in a
-host loop, feeding every step's updated variables to the next step without touching the host variables. (Next step:
-an on-device ``Repeat`` over the step fed by an infeed, so that one call is one device program, as on the IPU.)
+steps_per_execution=N. One call takes up to N batches from the iterator and runs them as one device execution of
+the infeed loop, like the IPU's on-device loop: one program run, its cycles and host I/O counted for N steps. The
+loop's trip count is given at run time, so an epoch whose last execution has fewer batches runs the same
+executable for fewer steps.
 
 Static shapes. A dynamic batch dimension never reaches the IPU: every batch shape is its own executable. The last
-partial batch of an epoch (1437 samples = 44 x 32 + 29) traces and compiles a second executable for its size, and
-the strategy's ``last_recompile_reason`` says "the batch size changed from 32 to 29"; both executables stay cached,
-so later epochs, ``evaluate`` and ``predict`` with the same batch sizes compile nothing.
+partial batch of an epoch (1437 samples = 44 x 32 + 29) traces and compiles a second executable for its size (its
+execution's other batches run first on the first executable), and the strategy's ``last_recompile_reason`` says
+"the batch size changed from 32 to 29"; both executables stay cached, so later epochs, ``evaluate`` and ``predict``
+with the same batch sizes compile nothing.
 
-Variables are copied in at the start of each call and out at its end (they do not stay on the device between calls
-yet). Weights are never lost: the host variables are assigned in a ``finally`` with the values of the last
-*completed* step, Ctrl-C is held back while they are assigned, and callbacks run only between calls. So after an
-exception or a KeyboardInterrupt in a callback, in the input pipeline or inside a step, the host variables hold the
-last completed step's values, which ``get_weights``, ``save`` and checkpoints see.
+Variables stay on the device. The model's, optimizer's and metrics' variables are resident tensors of the
+executables: written to the device when an executable first needs them, updated there step after step, and read
+back only when the host reads them (``get_weights``, ``save``, checkpoints, ``numpy()``), or when another executable
+is loaded over them (the validation program after the training program, as Poplar did). tf_ipu.resident keeps
+track of where each value is; its hook on Keras variables makes any read see the latest value and any host
+assignment (``set_weights``, ``reset_metrics``, a learning-rate callback) reach the device before the next step.
+Other variables a step uses (none in a plain Keras model) are streamed in and out once per execution.
 
-Not in this slice: ``run_eagerly`` and ``jit_compile`` are ignored (steps always compile for the IPU); data must be
-tensors (no ragged or sparse inputs); several replicas, on-device loops and device-resident variables come later.
+Weights are never lost. A step is never cut in half: Ctrl-C during an execution stops its loop after the current
+step and then raises KeyboardInterrupt; an exception in a callback or in the input pipeline happens between
+executions. Either way every completed step's updates are on the device, and reading the variables brings them to
+the host, so ``get_weights``, ``save`` and checkpoints after the exception see the last completed step.
+
+Not done: ``run_eagerly`` and ``jit_compile`` are ignored (steps always compile for the IPU); data must be tensors
+(no ragged or sparse inputs); several replicas come later.
 """
 from __future__ import annotations
 
@@ -47,6 +58,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from kernels.dtypes import NUMPY as _NUMPY_DTYPES
+from xla_lowering.compiler import CompileOptions
+
+from . import resident
 from .report import Report
 
 log = logging.getLogger("tf_ipu")
@@ -74,10 +89,12 @@ def install_keras_hook() -> bool:
         keras_own = cls.__dict__[name]
         if getattr(keras_own, "_tf_ipu_keras_own", None) is None:
             setattr(cls, name, _delegating(kind, keras_own))
+    resident.install_variable_hook()
     return True
 
 
 def uninstall_keras_hook() -> None:
+    resident.uninstall_variable_hook()         # reads every device-only value back first
     cls = _trainer_class()
     for kind in KINDS if cls is not None else ():
         name = f"make_{kind}_function"
@@ -107,13 +124,15 @@ def _delegating(kind: str, keras_own):
 # --- one compiled step --------------------------------------------------------------------------------------
 @dataclass
 class _Program:
-    """The step compiled for one input signature, and where each HLO parameter's value comes from."""
+    """The step compiled for one input signature as an infeed loop, and where each value comes from and goes."""
     compiled: object                 # strategy._Compiled
-    sources: list                    # per parameter: ("data", leaf index) | ("var", tf.Variable) | ("const", array)
-    layout: list                     # per parameter: (numpy dtype, dims)
-    aliases: list                    # (output index, parameter) of the variables the step updates
+    params: list                     # per HLO parameter: ("data", leaf index) | ("var", tf.Variable) | ("const", array)
+    inputs: list                     # per host input of the executable: its HLO parameter
+    resident: list                   # per resident tensor of the executable: its tf.Variable
+    updated: list                    # the resident variables the step updates
+    carried: list                    # (host output, tf.Variable): streamed variables the step updates
+    results: list                    # host outputs that are the step's own outputs, in order
     structure: object                # the step's structured outputs
-    n_outputs: int
     batch_size: int | None
 
 
@@ -143,11 +162,35 @@ def _interrupts_held():
             raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _interrupt_stops(engine):
+    """Ctrl-C during an execution ends its infeed loop after the current step (a step is never cut in half); the
+    KeyboardInterrupt is raised when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+
+    def stop(signum, frame):
+        caught.append(frame)
+        engine.stop = True
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        if caught and callable(previous):
+            previous(signal.SIGINT, caught[0])
+        elif caught:
+            raise KeyboardInterrupt
+
+
 class IPUStepFunction:
     """A model's train/test/predict function on the simulated IPU (what ``model.train_function`` becomes).
 
-    ``last_report`` is the report of the latest step run (``last_batch_size`` its batch), ``reports`` the latest
-    report for each batch size (a partial last batch has its own executable); ``steps_run`` counts steps.
+    ``last_report`` is the report of the latest execution (``last_batch_size`` its batch; ``last_report.steps``
+    how many steps it ran), ``reports`` the latest report for each batch size (a partial last batch has its own
+    executable); ``steps_run`` counts steps, ``executions`` device executions.
     """
 
     def __init__(self, model, strategy, kind: str):
@@ -173,6 +216,7 @@ class IPUStepFunction:
         self.last_batch_size: int | None = None
         self.reports: dict[int | None, Report] = {}
         self.steps_run = 0
+        self.executions = 0
 
     def __call__(self, data):
         if self.kind == "predict":
@@ -181,71 +225,78 @@ class IPUStepFunction:
 
     # --- train / test: up to steps_per_execution batches from the iterator ------------------------------
     def _steps(self, iterator):
-        logs, state, last = None, {}, None
-        try:
-            for _ in range(max(1, int(self.model.steps_per_execution or 1))):
-                data = _next(iterator)
-                if data is _END:
-                    break
-                logs, last = self._step(data, state)
-        finally:
-            self._finish(state, last)
-        if logs is None:
+        batches = []
+        for _ in range(max(1, int(self.model.steps_per_execution or 1))):
+            data = _next(iterator)
+            if data is _END:
+                break
+            batches.append(data)
+        if not batches:
             raise StopIteration
+        logs = None
+        for group in _by_signature(batches):
+            outs = self._execute(group)
+            logs = outs
         return tf.nest.map_structure(tf.constant, logs)
 
     # --- predict: Keras hands over the execution's batches as a list ---------------------------------------
     def _predict(self, batches):
-        outputs, state, last = [], {}, None
-        try:
-            for data in batches:
-                out, last = self._step(data, state)
-                outputs.append(out)
-        finally:
-            self._finish(state, last)
-        flat = [np.stack(parts) if np.ndim(parts[0]) == 0 else np.concatenate(parts)
+        # each execution's outputs hold one element per step (an outfeed): steps' batches joined, as Keras does
+        outputs = [self._execute(group) for group in _by_signature(list(batches))]
+        flat = [np.concatenate([a.reshape((-1,) + a.shape[2:]) if a.ndim > 1 else a for a in parts])
                 for parts in zip(*(tf.nest.flatten(o) for o in outputs))]
         return tf.nest.pack_sequence_as(outputs[0], [tf.constant(a) for a in flat])
 
-    # --- one step ------------------------------------------------------------------------------------------
-    def _step(self, data, state: dict):
-        """Run the step on one batch. ``state`` holds this call's variable values (id -> [var, value, updated])."""
-        data = tf.nest.map_structure(lambda a: None if a is None else tf.convert_to_tensor(a), data)
-        prog = self._program(data)
-        leaves = _leaves(data)
+    # --- one execution: an infeed loop over batches of one signature -------------------------------------------
+    def _execute(self, batches: list):
+        """Run the step once per batch in one device execution; the outputs of the last step (for predict: of every
+        step, stacked)."""
+        batches = [tf.nest.map_structure(lambda a: None if a is None else tf.convert_to_tensor(a), d)
+                   for d in batches]
+        prog = self._program(batches[0])
+        engine = prog.compiled.engine
+        exe = prog.compiled.exe
+        leaves = [_leaves(d) for d in batches]
         inputs = []
-        for (kind, what), (dtype, dims) in zip(prog.sources, prog.layout):
+        for p, spec in zip(prog.inputs, exe.inputs):
+            kind, what = prog.params[p]
+            dtype = dtypes_numpy(spec.dtype)
             if kind == "data":
-                value = leaves[what].numpy()
+                value = np.stack([np.asarray(ls[what].numpy()).astype(dtype, copy=False).reshape(spec.dims)
+                                  for ls in leaves])
             elif kind == "var":
-                entry = state.get(id(what))
-                if entry is None:
-                    entry = state[id(what)] = [what, what.numpy(), False]
-                value = entry[1]
+                value = np.asarray(what.numpy()).astype(dtype, copy=False).reshape(spec.dims)
             else:
-                value = what
-            inputs.append(np.asarray(value).astype(dtype, copy=False).reshape(dims))
-        outs, prof = prog.compiled.engine.run(inputs)
-        for out_index, param in prog.aliases:
-            var = prog.sources[param][1]
-            state[id(var)] = [var, outs[out_index], True]
-        self.steps_run += 1
-        flat = outs[:prog.n_outputs]
-        result = tf.nest.pack_sequence_as(prog.structure, flat) if prog.structure is not None else None
-        return result, (prog, prof)
+                value = np.asarray(what).astype(dtype, copy=False).reshape(spec.dims)
+            inputs.append(value)
+        resident.prepare(engine, prog.resident)
+        prof = None
+        try:
+            with _interrupt_stops(engine):
+                try:
+                    outs, prof = engine.run(inputs, iterations=len(batches))
+                finally:
+                    # the device holds the updated values of every step it completed
+                    resident.mark_updated(prog.updated)
+                    if prof is not None:
+                        with _interrupts_held():
+                            for host_index, var in prog.carried:
+                                var.assign(outs[host_index])
+        finally:
+            if prof is not None:
+                self._account(prog, prof)
+        if prof.iterations < len(batches):  # pragma: no cover - the loop stops early only on Ctrl-C (raised above)
+            raise KeyboardInterrupt
+        results = [outs[i] for i in prog.results]
+        return tf.nest.pack_sequence_as(prog.structure, results) if prog.structure is not None else None
 
-    def _finish(self, state: dict, last) -> None:
-        """Give the host variables the last completed step's values; report on that step."""
-        with _interrupts_held():
-            for var, value, updated in state.values():
-                if updated:
-                    var.assign(value)
-        if last is not None:
-            prog, prof = last
-            self.last_report = Report.build(prog.compiled.exe, prof)
-            self.last_batch_size = prog.batch_size
-            self.reports[prog.batch_size] = self.last_report
-            self.strategy._last_report = self.last_report
+    def _account(self, prog: _Program, prof) -> None:
+        self.steps_run += prof.iterations
+        self.executions += 1
+        self.last_report = Report.build(prog.compiled.exe, prof)
+        self.last_batch_size = prog.batch_size
+        self.reports[prog.batch_size] = self.last_report
+        self.strategy._last_report = self.last_report
 
     # --- tracing and compiling, once per input signature ------------------------------------------------------
     def _program(self, data) -> _Program:
@@ -273,21 +324,66 @@ class IPUStepFunction:
                                f"folded inputs {sorted(folded)} into it as constants); it cannot be compiled once "
                                f"for every batch")
         kept = [i for i in range(len(trace.inputs) + len(folded)) if i not in folded]
-        sources = []
+        params = []
         for k, i in enumerate(kept):
             if i < len(leaves):
-                sources.append(("data", i))
+                params.append(("data", i))
             elif trace.variables[k] is not None:
-                sources.append(("var", trace.variables[k]))
+                params.append(("var", trace.variables[k]))
             else:
-                sources.append(("const", trace.inputs[k]))
-        compiled = self.strategy._compile(self.jit, trace)
-        params = trace.module.entry.parameters
-        layout = [(p.shape.np_dtype, tuple(p.shape.dims)) for p in params]
-        aliases = [(out[0] if out else 0, param) for out, param in compiled.exe.meta.get("aliases", [])
-                   if sources[param][0] == "var"]
-        batch = int(leaves[0].shape[0]) if leaves and leaves[0].shape.rank else None
-        return _Program(compiled, sources, layout, aliases, trace.structure, trace.n_outputs, batch)
+                params.append(("const", trace.inputs[k]))
+        # Keras's variables stay on the device (their reads and writes are hooked); any other variable is
+        # streamed in and out once per execution
+        keras_vars = _keras_variables(self.model)
+        resident_params = frozenset(p for p, (kind, what) in enumerate(params)
+                                    if kind == "var" and id(what) in keras_vars)
+        options = CompileOptions(loop=True, feeds=frozenset(p for p, (kind, _) in enumerate(params) if kind == "data"),
+                                 resident=resident_params, outfeed=self.kind == "predict")
+        compiled = self.strategy._compile(self.jit, trace, options)
+        exe = compiled.exe
+        aliased = {(out[0] if out else 0): param for out, param in exe.meta.get("aliases", [])}
+        host_outputs = exe.meta["outputs"]
+        results = sorted((k, h) for h, k in enumerate(host_outputs) if k < trace.n_outputs)
+        return _Program(
+            compiled=compiled, params=params,
+            inputs=[p for p in range(len(params)) if p not in resident_params],
+            resident=[params[t.param][1] for t in exe.resident],
+            updated=[params[p][1] for p in aliased.values() if p in resident_params],
+            carried=[(h, params[aliased[k]][1]) for h, k in enumerate(host_outputs)
+                     if k in aliased and params[aliased[k]][0] == "var"],
+            results=[h for _, h in results], structure=trace.structure,
+            batch_size=int(leaves[0].shape[0]) if leaves and leaves[0].shape.rank else None)
+
+
+def _keras_variables(model) -> dict:
+    """id(tf.Variable) -> Keras variable, for every variable of the model, its optimizer and its metrics."""
+    found = {}
+    groups = [model.variables, getattr(model, "metrics_variables", [])]
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        groups.append(optimizer.variables)
+    for group in groups:
+        for v in group:
+            tf_var = getattr(v, "_value", None)
+            if isinstance(tf_var, tf.Variable):
+                found[id(tf_var)] = v
+    return found
+
+
+def _by_signature(batches: list) -> list[list]:
+    """Consecutive batches of the same shapes, in order (a partial last batch is a group of its own)."""
+    groups, last = [], None
+    for d in batches:
+        sig = _signature(tf.nest.map_structure(lambda a: None if a is None else tf.convert_to_tensor(a), d))
+        if sig != last:
+            groups.append([])
+            last = sig
+        groups[-1].append(d)
+    return groups
+
+
+def dtypes_numpy(name: str):
+    return np.dtype(_NUMPY_DTYPES[name])
 
 
 def _next(iterator):

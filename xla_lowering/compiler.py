@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.executable import Executable, HostTensor
-from kernels.program import StreamIn, StreamOut
+from kernels.executable import Executable, HostTensor, ResidentTensor
+from kernels.program import FED, StreamIn, StreamOut
 
 from .errors import UnsupportedOpError
 from .hlo.ir import Module
@@ -20,8 +20,28 @@ PROGRESS_DELAY_S = 2.0       # a compile that takes longer than this shows a pro
 
 @dataclass(frozen=True)
 class CompileOptions:
+    """How to compile a module besides the device.
+
+    ``loop``: make an infeed loop: the program runs the module once per iteration, as many iterations as each run
+    asks for (Keras's steps_per_execution). Parameters in ``feeds`` are infed (one element per iteration);
+    parameters aliased to outputs (variables) carry their updated value from one iteration to the next; the
+    other parameters are streamed in once per run. Outputs are streamed out once, after the last iteration
+    (``outfeed=False``: a training step's logs), or once per iteration (``outfeed=True``: predictions).
+    ``resident``: parameters (with ``loop``) that stay in device memory between runs instead of being streamed:
+    variables the host reads and writes only when it needs to (``Executable.resident``).
+    """
     run_passes: bool = True
     progress: bool = True
+    loop: bool = False
+    feeds: frozenset = frozenset()
+    resident: frozenset = frozenset()
+    outfeed: bool = False
+
+    def key(self) -> tuple:
+        """What of these options changes the executable (for caches)."""
+        if not self.loop:
+            return ()
+        return ("loop", tuple(sorted(self.feeds)), tuple(sorted(self.resident)), self.outfeed)
 
 
 def _passes(module: Module) -> Module:
@@ -57,41 +77,114 @@ def compile_module(module: Module, device, options: CompileOptions | None = None
         module = _passes(module)
     b = ProgramBuilder(device)
     entry = module.entry
-    args = []
-    inputs = []
+    loop = options.loop
+    resident = options.resident if loop else frozenset()
+    carried = {a.parameter_number: a.output_index[0] if a.output_index else 0 for a in module.aliases} if loop else {}
+    args, inputs, resident_tensors, fed_streams = [], [], [], []
     for p in entry.parameters:
         if p.shape.is_tuple:
             raise UnsupportedOpError(p, "tuple-shaped parameters of the entry computation")
-        t = b.linear(p.shape, p.name, "input", p.op_name)
-        isz = t.itemsize
-        b.add(StreamIn(len(inputs), np.stack([t.syms, t.starts * isz, t.counts * isz], 1).astype(np.int64),
-                       p.shape.nbytes))
-        inputs.append(HostTensor(p.name, p.shape.dtype, p.shape.dims))
+        number = p.attrs["number"]
+        t = b.linear(p.shape, p.name, "variable" if number in resident else "input", p.op_name)
         args.append(t)
+        if number in resident:
+            resident_tensors.append((t, ResidentTensor(p.name, p.shape.dtype, tuple(p.shape.dims), number, None)))
+            continue
+        feed = loop and number in options.feeds
+        stream = StreamIn(len(inputs), _rows(t), p.shape.nbytes, feed=feed)
+        (fed_streams.append if feed else b.add)(stream)
+        inputs.append(HostTensor(p.name, p.shape.dtype, tuple(p.shape.dims), feed))
+
+    def lower():
+        return lower_computation(b, entry, args,
+                                 wrap=lambda items: _progress(items, f"Compiling {module.name} for the IPU",
+                                                              options.progress))
+
     body = [i for i in entry.instructions if i.opcode != "parameter"]
-    root_value = lower_computation(b, entry, args,
-                                   wrap=lambda items: _progress(items, f"Compiling {module.name} for the IPU",
-                                                                options.progress))
-    outputs = []
-    for k, t in enumerate(_flatten(root_value)):
-        isz = t.itemsize
-        rows = np.stack([t.syms, t.starts * isz, t.counts * isz], 1).astype(np.int64)
-        b.add(StreamOut(k, rows, t.shape.nbytes))
-        outputs.append(HostTensor(f"output_{k}", t.dtype, t.shape.dims))
+    outputs, output_map = [], []
+    if not loop:
+        for k, t in enumerate(_flatten(lower())):
+            b.add(StreamOut(k, _rows(t), t.shape.nbytes))
+            outputs.append(HostTensor(f"output_{k}", t.dtype, t.shape.dims))
+        root_value = None
+    else:
+        after = []                                   # streams after the loop: (output index, tensor)
+        with b.repeat(FED):
+            for stream in fed_streams:
+                b.add(stream)
+            root_value = lower()
+            flat = list(_flatten(root_value))
+            updates = {param: flat[k] for param, k in carried.items() if not _same_storage(flat[k], args[param])}
+            overwritten = _blocks([args[param] for param in updates])
+            if options.outfeed:
+                for k, t in enumerate(flat):
+                    if k not in carried.values():
+                        b.add(StreamOut(len(outputs), _rows(t), t.shape.nbytes, feed=True))
+                        outputs.append(HostTensor(f"output_{k}", t.dtype, t.shape.dims, True))
+                        output_map.append(k)
+            else:
+                for k, t in enumerate(flat):
+                    if k not in carried.values():
+                        after.append((k, _snapshot(b, t, overwritten, f"output_{k}")))
+            # each updated variable into its parameter's storage, for the next iteration (and the host);
+            # updates that read a variable's old storage read a snapshot of it
+            sources = {param: _snapshot(b, t, overwritten, f"update_{param}") for param, t in updates.items()}
+            for param, t in sources.items():
+                dst = args[param]
+                b.copy(f"update/{dst.name}", dst.element_syms(), t.element_syms(), dst.itemsize, dst.origin)
+        for param, k in carried.items():
+            if param not in resident:
+                after.append((k, args[param]))
+        for k, t in sorted(after, key=lambda kt: kt[0]):
+            b.add(StreamOut(len(outputs), _rows(t), t.shape.nbytes))
+            outputs.append(HostTensor(f"output_{k}", t.dtype, t.shape.dims))
+            output_map.append(k)
     t_lower = time.perf_counter()
 
     base, memory, steps = plan_memory(b)
     const_rows, const_data = _constant_image(b)
     resolve(b, base, steps)
     const_rows[:, 0] = base[const_rows[:, 0] >> 32] + (const_rows[:, 0] & 0xFFFFFFFF)
+    resident_specs = []
+    for t, spec in resident_tensors:
+        rows = _rows(t)
+        rows[:, 0] = base[rows[:, 0] >> 32] + (rows[:, 0] & 0xFFFFFFFF)
+        spec.rows = rows
+        resident_specs.append(spec)
     estimate_cycles(device, steps)
     t_end = time.perf_counter()
     meta = {"module": module.name, "lower_seconds": t_lower - t0, "plan_seconds": t_end - t_lower,
             "compile_seconds": t_end - t0, "instructions": len(body), "steps": len(steps),
             "aliases": [(a.output_index, a.parameter_number) for a in module.aliases]}
+    if loop:
+        meta.update(loop=True, outputs=output_map)
     return Executable(device=device, program=b.root, inputs=inputs, outputs=outputs, constant_rows=const_rows,
-                      constant_data=const_data, memory=memory, output_tuple=isinstance(root_value, tuple),
-                      meta=meta)
+                      constant_data=const_data, memory=memory, output_tuple=entry.root.shape.is_tuple,
+                      meta=meta, resident=resident_specs)
+
+
+def _rows(t) -> np.ndarray:
+    """Stream rows [symbolic dev_addr, host offset, nbytes] of a tensor's regions."""
+    isz = t.itemsize
+    return np.stack([t.syms, t.starts * isz, t.counts * isz], 1).astype(np.int64)
+
+
+def _same_storage(a, b) -> bool:
+    return len(a.syms) == len(b.syms) and np.array_equal(a.syms, b.syms) and np.array_equal(a.starts, b.starts) \
+        and np.array_equal(a.counts, b.counts)
+
+
+def _blocks(tensors) -> set:
+    return {int(x) for t in tensors for x in np.unique(t.syms >> 32)}
+
+
+def _snapshot(b: ProgramBuilder, t, blocks: set, name: str):
+    """``t``, or a copy of it made now when it lives in any of ``blocks`` (storage about to be overwritten)."""
+    if not blocks or not _blocks([t]) & blocks:
+        return t
+    out = b.like(t, t.shape, f"{name}/snapshot", "temporary", t.origin)
+    b.copy(f"snapshot/{name}", out.element_syms(), t.element_syms(), t.itemsize, t.origin)
+    return out
 
 
 def _constant_image(b: ProgramBuilder):

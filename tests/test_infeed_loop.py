@@ -1,0 +1,222 @@
+"""Infeed loops and resident tensors (CompileOptions(loop=True)): what Keras's steps_per_execution runs on.
+
+A step compiled as an infeed loop and run for N fed elements must give exactly what N runs of the step give,
+checked against the NumPy reference evaluator of the same HLO run step by step (with the updated variables fed
+back): the loop's outputs after the last step (or an outfeed of every step), the updated variables streamed out
+once or kept resident on the device, and the file round trip of such an executable.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from conftest import examples
+from kernels import serialize
+from kernels.device import get_device
+from kernels.engine import Device, Engine
+from kernels.program import FED, Repeat
+from xla_lowering.compiler import CompileOptions, compile_module
+from xla_lowering.hlo.reference import evaluate_module
+from xla_lowering.hlo.text import parse_module
+
+DEVICE = dataclasses.replace(get_device("mk2"), num_tiles=16)
+
+# x: the batch (fed); v: a variable updated from the batch; c: a step counter; lr: a host constant.
+# Outputs: the loss (from v before the update), the new v, the new c.
+STEP = """HloModule step, input_output_alias={ {1}: (1, {}, may-alias), {2}: (2, {}, may-alias) }
+
+add {
+  a = f32[] parameter(0)
+  b = f32[] parameter(1)
+  ROOT s = f32[] add(a, b)
+}
+
+ENTRY main {
+  x = f32[4,3] parameter(0)
+  v = f32[3] parameter(1)
+  c = s32[] parameter(2)
+  lr = f32[] parameter(3)
+  z = f32[] constant(0)
+  sx = f32[3] reduce(x, z), dimensions={0}, to_apply=add
+  lrb = f32[3] broadcast(lr), dimensions={}
+  d = f32[3] multiply(sx, lrb)
+  v2 = f32[3] subtract(v, d)
+  one = s32[] constant(1)
+  c2 = s32[] add(c, one)
+  vb = f32[4,3] broadcast(v), dimensions={1}
+  xv = f32[4,3] multiply(x, vb)
+  loss = f32[] reduce(xv, z), dimensions={0,1}, to_apply=add
+  ROOT t = (f32[], f32[3], s32[]) tuple(loss, v2, c2)
+}
+"""
+
+# two variables that swap every step, and an output that is a variable's value before the step: the loop must
+# not read storage it has already overwritten
+SWAP = """HloModule swap, input_output_alias={ {1}: (1, {}, may-alias), {2}: (2, {}, may-alias) }
+
+ENTRY main {
+  x = f32[5] parameter(0)
+  a = f32[5] parameter(1)
+  b = f32[5] parameter(2)
+  bx = f32[5] add(b, x)
+  ROOT t = (f32[5], f32[5], f32[5]) tuple(a, bx, a)
+}
+"""
+
+
+def reference(text: str, feeds: dict, state: dict, steps: int):
+    """Run the module step by step with the reference evaluator: every step's outputs, the final state."""
+    module = parse_module(text)
+    aliases = {a.output_index[0]: a.parameter_number for a in module.aliases}
+    n = len(module.entry.parameters)
+    state = dict(state)
+    per_step = []
+    for i in range(steps):
+        args = [feeds[p][i] if p in feeds else state[p] for p in range(n)]
+        outs = evaluate_module(module, args)
+        per_step.append(outs)
+        for k, p in aliases.items():
+            state[p] = outs[k]
+    return per_step, state
+
+
+def run_loop(text, feeds, state, steps, resident=frozenset(), outfeed=False, round_trip=True):
+    module = parse_module(text)
+    exe = compile_module(module, DEVICE, CompileOptions(progress=False, loop=True, feeds=frozenset(feeds),
+                                                        resident=frozenset(resident), outfeed=outfeed))
+    if round_trip:
+        exe = serialize.load_executable(serialize.dumps(exe))
+    engine = Engine(exe)
+    for k, t in enumerate(exe.resident):
+        engine.write_resident(k, state[t.param])
+    n = len(module.entry.parameters)
+    host_params = [p for p in range(n) if p not in resident]
+    inputs = [feeds[p][:steps] if p in feeds else state[p] for p in host_params]
+    outs, prof = engine.run(inputs, iterations=steps)
+    by_output = dict(zip(exe.meta["outputs"], outs))
+    kept = {t.param: engine.read_resident(k) for k, t in enumerate(exe.resident)}
+    return exe, by_output, kept, prof
+
+
+@given(steps=st.integers(0, 6), resident=st.sets(st.sampled_from([1, 2])), outfeed=st.booleans(),
+       seed=st.integers(0, 2**16))
+@examples(12)
+def test_infeed_loop_equals_the_step_run_n_times(steps, resident, outfeed, seed):
+    rng = np.random.default_rng(seed)
+    xs = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    state = {1: rng.standard_normal(3).astype(np.float32), 2: np.int32(rng.integers(0, 100)), 3: np.float32(0.1)}
+    per_step, final = reference(STEP, {0: xs}, state, steps)
+    exe, outs, kept, prof = run_loop(STEP, {0: xs}, state, steps, resident, outfeed)
+    assert prof.iterations == steps
+    assert [t.param for t in exe.resident] == sorted(resident)
+    for p, out in ((1, 1), (2, 2)):          # variables: resident, or streamed out once after the loop
+        got = kept[p] if p in resident else outs[out]
+        np.testing.assert_allclose(got, final[p], rtol=1e-6, atol=1e-6)
+    losses = np.array([o[0] for o in per_step], np.float32)
+    if outfeed:
+        assert outs[0].shape == (steps,)
+        np.testing.assert_allclose(outs[0], losses, rtol=1e-5, atol=1e-5)
+    elif steps:
+        np.testing.assert_allclose(outs[0], losses[-1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("resident", [frozenset(), frozenset({1, 2})], ids=["streamed", "resident"])
+def test_variables_read_before_they_are_overwritten(resident):
+    rng = np.random.default_rng(1)
+    xs = rng.standard_normal((4, 5)).astype(np.float32)
+    state = {1: rng.standard_normal(5).astype(np.float32), 2: rng.standard_normal(5).astype(np.float32)}
+    per_step, final = reference(SWAP, {0: xs}, state, 4)
+    exe, outs, kept, _ = run_loop(SWAP, {0: xs}, state, 4, resident)
+    got = {p: kept[p] if p in resident else outs[p] for p in (1, 2)}
+    np.testing.assert_allclose(got[1], final[1], rtol=1e-6)
+    np.testing.assert_allclose(got[2], final[2], rtol=1e-6)
+    np.testing.assert_allclose(outs[0], per_step[-1][0], rtol=1e-6)   # a's value before the last step
+
+
+def test_resident_tensors_stay_between_runs_and_other_executables_overwrite_them():
+    rng = np.random.default_rng(2)
+    xs = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    state = {1: rng.standard_normal(3).astype(np.float32), 2: np.int32(0), 3: np.float32(0.5)}
+    _, final = reference(STEP, {0: xs}, state, 6)
+    opts = CompileOptions(progress=False, loop=True, feeds=frozenset({0}), resident=frozenset({1, 2}))
+    exe = compile_module(parse_module(STEP), DEVICE, opts)
+    other = compile_module(parse_module(SWAP), DEVICE, CompileOptions(progress=False))
+    device = Device(DEVICE)
+    engine, engine2 = Engine(exe, device=device), Engine(other, device=device)
+    engine.write_resident(0, state[1])
+    engine.write_resident(1, state[2])
+    engine.run([xs[:2], state[3]])
+    engine.run([xs[2:6], state[3]])                       # the variables stayed on the device in between
+    np.testing.assert_allclose(engine.read_resident(0), final[1], rtol=1e-6)
+    assert int(engine.read_resident(1)) == 6
+    assert device.transfer_bytes == 2 * (12 + 4)          # written once, read once
+    saved = []
+    engine.before_unload = lambda e: saved.append(e.read_resident(0))
+    engine2.run([np.zeros(5, np.float32)] * 3)             # loading another executable unloads this one...
+    np.testing.assert_allclose(saved[0], final[1], rtol=1e-6)          # ...after its hook read the values back
+    with pytest.raises(RuntimeError, match="another executable was loaded"):
+        engine.read_resident(0)
+
+
+def test_loop_run_checks_its_feeds():
+    exe = compile_module(parse_module(STEP), DEVICE, CompileOptions(progress=False, loop=True,
+                                                                    feeds=frozenset({0})))
+    engine = Engine(exe)
+    x = np.zeros((3, 4, 3), np.float32)
+    v, c, lr = np.zeros(3, np.float32), np.int32(0), np.float32(0)
+    assert engine.run([x, v, c, lr])[1].iterations == 3            # the feed's length by default
+    with pytest.raises(ValueError, match="3 steps to run but the fed inputs hold"):
+        engine.run([x[:2], v, c, lr], iterations=3)
+    with pytest.raises(ValueError, match="one element of shape"):
+        engine.run([x[:, :2], v, c, lr])
+    assert any(isinstance(s, Repeat) and s.count == FED for s in exe.program.steps)
+
+
+def test_stop_ends_the_loop_between_steps():
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((5, 4, 3)).astype(np.float32)
+    state = {1: rng.standard_normal(3).astype(np.float32), 2: np.int32(0), 3: np.float32(0.1)}
+    exe = compile_module(parse_module(STEP), DEVICE, CompileOptions(progress=False, loop=True, feeds=frozenset({0}),
+                                                                    resident=frozenset({1, 2})))
+    engine = Engine(exe)
+    engine.write_resident(0, state[1])
+    engine.write_resident(1, state[2])
+    real, calls = engine._execute, []
+
+    def execute(step):
+        calls.append(1)
+        if len(calls) == 3:              # during the first step: it completes, no other starts
+            engine.stop = True
+        return real(step)
+
+    engine._execute = execute
+    _, prof = engine.run([xs, state[3]])
+    _, final = reference(STEP, {0: xs}, state, 1)
+    assert prof.iterations == 1 and int(engine.read_resident(1)) == 1
+    np.testing.assert_allclose(engine.read_resident(0), final[1], rtol=1e-6)
+
+
+def test_version_1_files_still_load(tmp_path):
+    exe = compile_module(parse_module(SWAP), DEVICE, CompileOptions(progress=False))
+    raw = bytearray(serialize.dumps(exe))
+    assert serialize.load_executable(bytes(raw)).resident == []
+    # a file as version 1 wrote it: the same document without the fields version 2 added
+    import hashlib
+    import json
+    hdr = serialize.HEADER.unpack_from(raw)
+    doc = json.loads(bytes(raw[serialize.HEADER.size:serialize.HEADER.size + hdr[3]]))
+    doc["format_version"] = 1
+    del doc["resident"]
+    for t in doc["inputs"] + doc["outputs"]:
+        del t["feed"]
+    text = json.dumps(doc, separators=(",", ":")).encode()
+    data = bytes(raw[hdr[4]:hdr[4] + hdr[5]])
+    off = -(-(serialize.HEADER.size + len(text)) // serialize.ALIGN) * serialize.ALIGN
+    body = serialize.HEADER.pack(serialize.MAGIC, 1, 0, len(text), off, len(data)) + text
+    body += b"\0" * (off - len(body)) + data
+    old = serialize.load_executable(body + hashlib.sha256(body).digest())
+    x = [np.arange(5, dtype=np.float32)] * 3
+    np.testing.assert_array_equal(Engine(old).run(x)[0][1], Engine(exe).run(x)[0][1])

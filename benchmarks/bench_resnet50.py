@@ -13,7 +13,6 @@ If the step does not fit the device's tile memory, the TileMemoryError is printe
 --tile-memory-kib K, the step is compiled and run again on a what-if variant of the device with K KiB per tile
 (same tiles, clock and cycle model; not a real IPU), so that compile and step times can still be measured.
 """
-import dataclasses
 import argparse
 import os
 import platform
@@ -88,10 +87,7 @@ def main():
         print(f"\n{args.device}: the step does not fit ({time.perf_counter() - t_start:.1f} s after start):\n{e}")
         if not args.tile_memory_kib:
             return
-        base = ipu_devices.DEVICES[args.device]
-        device = f"{args.device}-{args.tile_memory_kib}KiB"
-        # same name as the real device: the cycle model (e.g. its PCIe link) looks devices up by name
-        ipu_devices.DEVICES[device] = dataclasses.replace(base, tile_memory=args.tile_memory_kib * 1024)
+        device = ipu_devices.what_if(args.device, args.tile_memory_kib)
         print(f"\nretrying on the what-if device {device} ({args.tile_memory_kib} KiB per tile, not a real IPU)")
         model, first, ipu_run = simulate(device)
     rep = model.train_function.last_report

@@ -59,3 +59,13 @@ def get_device(name: str) -> DeviceModel:
         return DEVICES[name]
     except KeyError:
         raise ValueError(f"unknown IPU device {name!r}; choose one of {sorted(DEVICES)}") from None
+
+
+def what_if(base: str, tile_memory_kib: int) -> str:
+    """Register a what-if variant of device ``base`` with ``tile_memory_kib`` KiB per tile and return its name
+    (usable as ``IPUConfig(device=name)``). Not a real IPU: the same tiles, clock and cycle model (its
+    ``DeviceModel.name`` stays the base's, which the cycle model looks up), only more or less memory, to measure
+    what does not fit yet."""
+    name = f"{base}-{tile_memory_kib}KiB"
+    DEVICES[name] = replace(get_device(base), tile_memory=tile_memory_kib * KIB)
+    return name

@@ -218,6 +218,12 @@ class IPUStepFunction:
         self.steps_run = 0
         self.executions = 0
 
+    def compile(self, data):
+        """Compile the step for batches like ``data`` (e.g. ``(x, y)`` of one batch) without running it, as a
+        benchmark's initialisation does; returns the executable. Later calls with that shape compile nothing."""
+        data = tf.nest.map_structure(lambda a: None if a is None else tf.convert_to_tensor(a), data)
+        return self._program(data).compiled.exe
+
     def __call__(self, data):
         if self.kind == "predict":
             return self._predict(data)

@@ -346,3 +346,19 @@ def test_resnet50_training_step_matches_cpu(monkeypatch):
         # but that this is the whole cause is not shown yet: investigate before relaxing this into a pass.
         pytest.xfail(f"updates differ by up to {errors[worst]:.2%} ({worst}); "
                      f"{sum(e > 1e-3 for e in errors.values())} of {len(errors)} variables above 0.1%")
+
+
+def test_recompile_reasons_name_the_batch_elements(strategy):
+    x, y = data((8,), n=16)
+    with strategy.scope():
+        model = dense_model()
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model.train_on_batch(x, y)
+        model.train_on_batch(x, y, sample_weight=np.ones(16, np.float32))
+        assert strategy.last_recompile_reason.endswith("because its batch now has sample_weight")
+        model.train_on_batch(x, y.astype(np.int32))
+        assert strategy.last_recompile_reason.endswith(
+            "its batch no longer has sample_weight; input shapes or types changed (y: int64[16] -> int32[16])")
+        model.train_on_batch(x[:8], y[:8].astype(np.int32))
+        assert "the batch size changed from 16 to 8 (x: float32[16, 8] -> float32[8, 8]; " \
+               "y: int32[16] -> int32[8])" in strategy.last_recompile_reason

@@ -210,6 +210,24 @@ def test_auto_report_writes_a_report_per_compile(tmp_path):
     assert len(p.svgs) == 4
 
 
+def test_auto_report_of_keras_steps(tmp_path):
+    keras = pytest.importorskip("keras")
+    where = tmp_path / "reports"
+    strategy = tf_ipu.IPUStrategy(tf_ipu.IPUConfig(device="mk2", tiles_per_ipu=TILES, compile_progress=False,
+                                                   auto_report=where))
+    x, y = np.ones((40, 4), F32), np.zeros(40, np.int32)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", steps_per_execution=2)
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0)          # batches of 16, 16, 8: two executables
+        model.predict(x[:16], batch_size=16, verbose=0)
+    assert sorted(os.listdir(where)) == sorted(f"{name}.{ext}" for name in ("train_step-1", "train_step-2",
+                                                                             "predict_step-1")
+                                               for ext in ("html", "txt"))
+    text = (where / "train_step-1.txt").read_text()
+    assert "Report of 'train_step'" in text and "2 steps" in text              # one execution of two steps
+
+
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
                     reason="headless Chromium is not installed")
 def test_html_renders_in_headless_chromium(tmp_path):

@@ -232,9 +232,11 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
         return _Trace(module, values, variables, structure, n_outputs, _signature(values), folded)
 
     # --- compiling through the cache -----------------------------------------------------------------
-    def _compile(self, fn, trace: _Trace, options: CompileOptions | None = None) -> _Compiled:
+    def _compile(self, fn, trace: _Trace, options: CompileOptions | None = None,
+                 reason: str | None = None) -> _Compiled:
         """The executable of ``trace`` (from the in-memory cache, the disk cache, or compiled now). ``options``:
-        how to compile it besides the config (e.g. an infeed loop with resident variables, for Keras)."""
+        how to compile it besides the config (e.g. an infeed loop with resident variables, for Keras);
+        ``reason``: why a function compiled before is compiled again, in the caller's words."""
         options = options or CompileOptions()
         options = CompileOptions(progress=self.config.compile_progress, loop=options.loop, feeds=options.feeds,
                                  resident=options.resident, outfeed=options.outfeed)
@@ -248,9 +250,9 @@ class IPUStrategy(tf.distribute.OneDeviceStrategy):
             return hit
         previous = rec.get("last")
         name = getattr(fn, "__name__", getattr(getattr(fn, "python_function", None), "__name__", "function"))
-        if previous is not None:
-            reason = _describe_change(previous[1], trace.signature)
-            if previous[1] == trace.signature and trace.folded:
+        if previous is not None or reason is not None:
+            reason = reason or _describe_change(previous[1], trace.signature)
+            if previous is not None and previous[1] == trace.signature and trace.folded:
                 reason = (f"the value of input(s) {trace.folded} changed, and XLA needs their values when it "
                           f"compiles (e.g. a slice's start): pass them as part of a tensor the program indexes, "
                           f"or expect a compile per value")

@@ -303,6 +303,8 @@ class IPUStepFunction:
         self.last_batch_size = prog.batch_size
         self.reports[prog.batch_size] = self.last_report
         self.strategy._last_report = self.last_report
+        if self.strategy.config.auto_report and prog.compiled.engine.runs == 1:   # a new executable's first run
+            self.strategy._auto_report(self.jit)
 
     # --- tracing and compiling, once per input signature ------------------------------------------------------
     def _program(self, data) -> _Program:
@@ -310,7 +312,33 @@ class IPUStepFunction:
         prog = self._programs.get(key)
         if prog is None:
             prog = self._programs[key] = self._build(data)
+        self._last_data = data
         return prog
+
+    def _change(self, data) -> str | None:
+        """Why this step compiles again: how ``data`` differs from the batch of the latest step run."""
+        old = getattr(self, "_last_data", None)
+        if old is None:
+            return None
+        try:
+            tf.nest.assert_same_structure(old, data)
+        except (ValueError, TypeError):
+            return f"the structure of its batch changed from {_structure(old)} to {_structure(data)}"
+        from .strategy import _describe_change
+        olds, news = _with_paths(old), _with_paths(data)
+        added = [_leaf_name(p) for (p, a), (_, b) in zip(olds, news) if a is None and b is not None]
+        dropped = [_leaf_name(p) for (p, a), (_, b) in zip(olds, news) if a is not None and b is None]
+        parts = ([f"its batch now has {', '.join(added)}"] if added else []) + \
+            ([f"its batch no longer has {', '.join(dropped)}"] if dropped else [])
+        pairs = [(p, a, b) for (p, a), (_, b) in zip(olds, news) if a is not None and b is not None]
+        old_sig = tuple((tuple(a.shape), a.dtype.name) for _, a, _ in pairs)
+        new_sig = tuple((tuple(b.shape), b.dtype.name) for _, _, b in pairs)
+        if old_sig != new_sig or not parts:
+            reason = _describe_change(old_sig, new_sig)
+            for k, (p, _, _) in enumerate(pairs):          # name the batch's elements as Keras does
+                reason = reason.replace(f"argument {k}:", f"{_leaf_name(p)}:")
+            parts.append(reason)
+        return "; ".join(parts)
 
     def _build(self, data) -> _Program:
         if not self._built:
@@ -345,7 +373,7 @@ class IPUStepFunction:
                                     if kind == "var" and id(what) in keras_vars)
         options = CompileOptions(loop=True, feeds=frozenset(p for p, (kind, _) in enumerate(params) if kind == "data"),
                                  resident=resident_params, outfeed=self.kind == "predict")
-        compiled = self.strategy._compile(self.jit, trace, options)
+        compiled = self.strategy._compile(self.jit, trace, options, reason=self._change(data))
         exe = compiled.exe
         aliased = {(out[0] if out else 0): param for out, param in exe.meta.get("aliases", [])}
         host_outputs = exe.meta["outputs"]
@@ -374,6 +402,39 @@ def _keras_variables(model) -> dict:
             if isinstance(tf_var, tf.Variable):
                 found[id(tf_var)] = v
     return found
+
+
+_KERAS_BATCH = ("x", "y", "sample_weight")
+
+
+def _with_paths(data, path: str = "") -> list:
+    """(path, leaf) pairs of a batch in tf.nest's order, paths like "0" or "0/pixels"."""
+    if isinstance(data, dict):
+        items = sorted(data.items())
+    elif isinstance(data, (tuple, list)):
+        items = list(enumerate(data))
+    else:
+        return [(path, data)]
+    return [pair for k, v in items for pair in _with_paths(v, f"{path}/{k}" if path else str(k))]
+
+
+def _leaf_name(path: str) -> str:
+    """A batch element's name: Keras's (x, y, sample_weight) at the top, the path below it."""
+    head, _, rest = path.partition("/")
+    name = _KERAS_BATCH[int(head)] if head.isdigit() and int(head) < 3 else head
+    return f"{name}[{rest}]" if rest else (name or "the batch")
+
+
+def _structure(data) -> str:
+    """A batch's structure for messages: ``(float32[32, 8], int32[32], None)``."""
+    def show(x):
+        if isinstance(x, (tuple, list)):
+            inner = ", ".join(show(v) for v in x)
+            return f"({inner})" if isinstance(x, tuple) else f"[{inner}]"
+        if isinstance(x, dict):
+            return "{" + ", ".join(f"{k!r}: {show(v)}" for k, v in x.items()) + "}"
+        return "None" if x is None else f"{x.dtype.name}{list(x.shape)}"
+    return show(data)
 
 
 def _by_signature(batches: list) -> list[list]:

@@ -220,3 +220,36 @@ def test_version_1_files_still_load(tmp_path):
     old = serialize.load_executable(body + hashlib.sha256(body).digest())
     x = [np.arange(5, dtype=np.float32)] * 3
     np.testing.assert_array_equal(Engine(old).run(x)[0][1], Engine(exe).run(x)[0][1])
+
+
+CHAIN = """HloModule chain
+
+add {
+  a = f32[] parameter(0)
+  b = f32[] parameter(1)
+  ROOT s = f32[] add(a, b)
+}
+
+ENTRY main {
+  x = f32[64,256] parameter(0)
+  t1 = f32[64,256] exponential(x)
+  t2 = f32[64,256] transpose(t1), dimensions={1,0}
+  t3 = f32[256,64] log(t2)
+  t4 = f32[64,256] transpose(t3), dimensions={1,0}
+  t5 = f32[64,256] tanh(t4)
+  z = f32[] constant(0)
+  ROOT r = f32[] reduce(t5, z), dimensions={0,1}, to_apply=add
+}
+"""
+
+
+def test_an_iterations_own_values_share_memory_as_without_the_loop():
+    # the step's temporaries live within one iteration: the loop must not keep them all alive at once
+    plain = compile_module(parse_module(CHAIN), DEVICE, CompileOptions(progress=False, run_passes=False))
+    looped = compile_module(parse_module(CHAIN), DEVICE, CompileOptions(progress=False, run_passes=False, loop=True,
+                                                                        feeds=frozenset({0})))
+    assert looped.memory.peak.max() <= plain.memory.peak.max() + 1024
+    x = np.random.default_rng(4).standard_normal((3, 64, 256)).astype(np.float32) * 0.1
+    outs, prof = Engine(looped).run([x])
+    want = np.tanh(np.log(np.exp(x[-1]))).sum()
+    np.testing.assert_allclose(outs[0], want, rtol=1e-4)

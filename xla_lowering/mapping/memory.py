@@ -1,7 +1,10 @@
 """Per-tile memory plan with liveness, and the step that turns symbolic addresses into absolute ones.
 
 Every tensor's storage on a tile is a block. A block is live from the first program step that touches it to
-the last (blocks touched inside a loop stay live for the whole loop; constants and variables always). On each
+the last (blocks touched inside a loop stay live for the whole loop; constants and variables always). The infeed
+loop around a whole step (Repeat FED) is the exception: the lowered step writes each of its values before reading
+it, so a block that lives only inside that loop's body is an iteration's own and keeps its own lifetime; only
+blocks that live on before or after the loop stretch over it. On each
 tile, blocks are placed first-fit by offset so that blocks whose lifetimes do not overlap share memory. Tiles
 with the same blocks in the same order (the common case: tensors spread evenly) are planned once.
 """
@@ -12,7 +15,7 @@ import numpy as np
 
 from kernels import cycles as cyc
 from kernels.executable import MemoryReport
-from kernels.program import Copy, Execute, If, Repeat, StreamIn, StreamOut, Switch, While
+from kernels.program import FED, Copy, Execute, If, Repeat, StreamIn, StreamOut, Switch, While
 
 from ..errors import TileMemoryError
 from .tensor import OFFSET_BITS, OFFSET_MASK
@@ -34,22 +37,22 @@ def _flatten(seq, out, loops):
         if isinstance(step, Repeat):
             start = len(out)
             _flatten(step.body, out, loops)
-            loops.append((start, len(out) - 1))
+            loops.append((start, len(out) - 1, step.count == FED))
         elif isinstance(step, If):
             start = len(out)
             _flatten(step.then_body, out, loops)
             _flatten(step.else_body, out, loops)
-            loops.append((start, len(out) - 1))    # both branches: treat like a loop (either may run)
+            loops.append((start, len(out) - 1, False))    # both branches: treat like a loop (either may run)
         elif isinstance(step, While):
             start = len(out)
             _flatten(step.cond, out, loops)
             _flatten(step.body, out, loops)
-            loops.append((start, len(out) - 1))    # condition and body run again and again: one loop
+            loops.append((start, len(out) - 1, False))    # condition and body run again and again: one loop
         elif isinstance(step, Switch):
             start = len(out)
             for branch in step.branches:
                 _flatten(branch, out, loops)
-            loops.append((start, len(out) - 1))    # any branch may run
+            loops.append((start, len(out) - 1, False))    # any branch may run
 
 
 def _step_syms(step):
@@ -166,7 +169,13 @@ def plan_memory(builder):
     always = np.isin(categories, ALWAYS_LIVE)
     first[always] = 0
     last[always] = nsteps
-    for s, e in loops:
+    for s, e, own_values in loops:
+        if own_values:                       # the infeed loop: see the module's docstring
+            before = (first < s) & (last >= s)
+            last[before] = np.maximum(last[before], e)
+            after = (first >= s) & (first <= e) & (last > e)
+            first[after] = s
+            continue
         inside = (last >= s) & (first <= e)
         first[inside] = np.minimum(first[inside], s)
         last[inside] = np.maximum(last[inside], e)

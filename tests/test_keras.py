@@ -6,8 +6,10 @@ Keras's own TensorFlow trainer on the CPU.
 
 Tolerance: after a few SGD-with-momentum steps the per-batch losses agree to 1e-5 and every weight and optimizer
 slot to rtol 1e-4 / atol 1e-5 (measured: ~1e-7 on the losses, ~1e-6 at most on the weights). The only differences
-are float32 summation orders in dot, convolution, reductions and batch norm statistics; no Dropout in these
-comparisons, as the IPU's random bits differ from TF's (see xla_lowering/lower/keras_ops.py).
+are float32 summation orders in dot, convolution, reductions and batch norm statistics. Dropout draws XLA's exact
+bits on the IPU (see xla_lowering/lower/keras_ops.py), so a model with Dropout is compared with the CPU model
+compiled with ``jit_compile=True``: without it (Keras's default on a CPU-only host) TF's non-XLA kernels draw
+the same Philox words but make different floats of them, hence different masks.
 """
 from __future__ import annotations
 
@@ -43,14 +45,14 @@ def data(shape, n=72, seed=0):
     return rng.random((n,) + shape).astype(np.float32), rng.integers(0, 3, n)
 
 
-def pair(strategy, make, steps_per_execution=1):
+def pair(strategy, make, steps_per_execution=1, cpu_jit_compile="auto"):
     """The same compiled model under the IPU scope and on the CPU, with the same initial weights."""
     models = []
-    for scope in (strategy.scope(), contextlib.nullcontext()):
+    for scope, jit in ((strategy.scope(), "auto"), (contextlib.nullcontext(), cpu_jit_compile)):
         with scope:
             m = make()
             m.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"], steps_per_execution=steps_per_execution)
+                      metrics=["accuracy"], steps_per_execution=steps_per_execution, jit_compile=jit)
         models.append(m)
     models[1].set_weights(models[0].get_weights())
     return models
@@ -233,6 +235,31 @@ def test_dropout_model_trains_saves_and_reloads(strategy, tmp_path):
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), pred, rtol=RTOL, atol=ATOL)   # no dropout here
 
 
+def dropout_model():
+    # a fixed seed: both models' seed generators start from the same state
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dropout(0.4, seed=17), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dropout(0.2, seed=23), keras.layers.Dense(3, activation="softmax")])
+
+
+def test_dropout_training_matches_cpu_with_xla(strategy):
+    # the IPU draws XLA's Philox bits: the same dropout masks as TF's XLA on the CPU, step after step (the seed
+    # generators' states advance on the device, two steps per execution)
+    x, y = data((8,))
+    ipu, cpu = pair(strategy, dropout_model, steps_per_execution=2, cpu_jit_compile=True)
+    (losses_ipu, hist_ipu), (losses_cpu, hist_cpu) = fit_both(strategy, ipu, cpu, x[:64], y[:64], batch_size=8,
+                                                              epochs=2)
+    assert ipu.train_function.steps_run == 16
+    np.testing.assert_allclose(losses_ipu, losses_cpu, atol=LOSS_ATOL)
+    for k in hist_cpu:
+        np.testing.assert_allclose(hist_ipu[k], hist_cpu[k], atol=LOSS_ATOL, err_msg=k)
+    assert_same_weights(ipu, cpu)
+    seeds = [[v.numpy() for v in m.variables if "seed_generator" in v.path] for m in (ipu, cpu)]
+    assert len(seeds[0]) == 2
+    for a, b in zip(*seeds):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_rng_bit_generator_bits_are_uniform(strategy):
     @tf.function
     def draw(seed):
@@ -285,12 +312,19 @@ def test_rng_bit_generator_state_in_and_out():
     from xla_lowering.compiler import CompileOptions, compile_module
     from xla_lowering.hlo.text import parse_module
 
+    from xla_lowering.hlo.reference import evaluate_module
+
     exe = compile_module(parse_module(RNG_HLO), DEVICES["mk2"].with_tiles(16), CompileOptions(progress=False))
     philox, three_fry = np.array([7, 2**64 - 10, 5], np.uint64), np.array([9, 100], np.uint64)
     (a_state, a_bits, b_state, b_bits), _ = Engine(exe).run([philox, three_fry])
-    # the key stays, the counter advances by the words drawn (with the carry into Philox's high word)
-    np.testing.assert_array_equal(a_state, np.array([7, 2000 - 10, 6], np.uint64))
+    # the key stays, the counter advances by the blocks drawn: Philox 2000 words in 128-bit blocks (with the
+    # carry into the high word), ThreeFry one counter a 64-bit word
+    np.testing.assert_array_equal(a_state, np.array([7, 500 - 10, 6], np.uint64))
     np.testing.assert_array_equal(b_state, [9, 400])
+    # XLA's bit streams, as the NumPy reference evaluator computes them (tests/test_rng.py checks both against TF)
+    want = evaluate_module(parse_module(RNG_HLO), [philox, three_fry])
+    for got, w in zip((a_state, a_bits, b_state, b_bits), want):
+        np.testing.assert_array_equal(got, w)
     assert len(np.unique(a_bits)) > 1990 and len(np.unique(b_bits)) == 300
     assert abs(a_bits.astype(np.float64).mean() / 2**32 - 0.5) < 0.02           # 2000 words: ~0.0065 sd
     bit_means = np.unpackbits(b_bits.view(np.uint8)).reshape(300, 64).mean(0)
@@ -306,16 +340,43 @@ def test_resnet50_training_step_matches_cpu(monkeypatch):
     # keras.applications.ResNet50 at 64x64, batch 2: one SGD-momentum step of conv, batch norm, max-pool (and
     # their gradients), global pooling and softmax. At 32x32 the last stage is 1x1, so its batch norms normalise
     # 2 values each and turn float rounding (1e-5 after conv4) into sign flips: 64x64 keeps 8 values a feature.
-    # It does not fit the real mk2's 624 KiB tiles yet (vertex and copy descriptors alone take ~600 KiB a tile),
-    # so it runs on a what-if mk2 with 1.5 MiB tiles: numerics only
+    # It does not fit the real mk2's 624 KiB tiles yet (vertex and copy descriptors alone take ~600 KiB a tile;
+    # compiled as the trainer's infeed loop it needs ~2.1 MiB on its fullest tile), so it runs on a what-if mk2
+    # with 3 MiB tiles: numerics only.
+    #
+    # This step is discontinuous at float32 rounding level, so its updated weights cannot be compared tightly with
+    # any other float32 implementation. Measured on this step (three initialisations): changing its inputs by a
+    # relative 1e-7 and computing it in float64 flips one of its ~1.5 million ReLU mask elements (a conv5
+    # pre-activation within ~2e-5 of zero, after 48 layers amplify the change) and changes the updates by up to
+    # 4.8% (a batch-norm beta; 144 of 320 variables move by more than 0.1%). TF eager and TF's XLA on the CPU differ
+    # by 3-7% on the same step, and each differs from TF in float64 by up to 7%; the IPU by 2.4-6%. So:
+    # - every instruction is checked locally (xla_lowering.probe): each convolution, dot, reduction, pooling and
+    #   pooling gradient and each output, recomputed by the reference evaluator from the IPU's own values of the
+    #   checked instructions before it, must agree to 1e-5 of the magnitude of the terms it sums (measured: 1.7e-6
+    #   at most, a batch-norm variance over 2048 values), a wrong rule gives O(1) at the first instruction it
+    #   affects. This is the test of the lowering;
+    # - against TF on the CPU, the loss (continuous) agrees to 1e-4, and the update of every variable to 25%
+    #   norm-wise, above the float32 noise measured between correct implementations (up to 14%) and below what a
+    #   wrong gradient gives (O(1)).
+    import copy
     import dataclasses
     from kernels.device import DEVICES
-    monkeypatch.setitem(DEVICES, "mk2-1536KiB", dataclasses.replace(DEVICES["mk2"], tile_memory=1536 * 1024))
-    full = tf_ipu.IPUStrategy(tf_ipu.IPUConfig(device="mk2-1536KiB", compile_progress=False))
+    from xla_lowering import probe
+    device = dataclasses.replace(DEVICES["mk2"], tile_memory=3 * 1024 * 1024)
+    monkeypatch.setitem(DEVICES, "mk2-3MiB", device)
+    full = tf_ipu.IPUStrategy(tf_ipu.IPUConfig(device="mk2-3MiB", compile_progress=False))
+    traced, compile_ = [], full._compile
+
+    def compile_and_keep(fn, trace, *args, **kwargs):      # the step's HLO and inputs, before the passes change it
+        traced.append((copy.deepcopy(trace.module), list(trace.inputs)))
+        return compile_(fn, trace, *args, **kwargs)
+
+    monkeypatch.setattr(full, "_compile", compile_and_keep)
 
     def make():
         return keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
 
+    keras.utils.set_random_seed(2)
     models = []
     for scope in (full.scope(), contextlib.nullcontext()):
         with scope:
@@ -339,13 +400,13 @@ def test_resnet50_training_step_matches_cpu(monkeypatch):
         floor = 1e-5 * np.sqrt(dc.size)
         errors[v.path] = float(np.linalg.norm(du - dc) / max(np.linalg.norm(dc), floor))
     worst = max(errors, key=errors.get)
-    assert errors[worst] < 0.1, f"update of {worst} off by {errors[worst]:.1%}"
-    if errors[worst] > 1e-3:
-        # open: the forward pass matches, the updates differ by up to ~6% (a batch-norm beta in conv4; about half
-        # the variables above 0.1%). Batch norms over 2x2x2 values give gradients of ~100 and amplify rounding,
-        # but that this is the whole cause is not shown yet: investigate before relaxing this into a pass.
-        pytest.xfail(f"updates differ by up to {errors[worst]:.2%} ({worst}); "
-                     f"{sum(e > 1e-3 for e in errors.values())} of {len(errors)} variables above 0.1%")
+    assert errors[worst] < 0.25, f"update of {worst} off by {errors[worst]:.1%}"
+
+    (module, inputs), = traced
+    check = probe.check_module(module, inputs, device)
+    assert not check.failures, check.summary()
+    assert sum(e.inst.opcode == "convolution" for e in check.errors) == 159
+    assert {"reduce", "reduce-window", "select-and-scatter", "dot"} <= {e.inst.opcode for e in check.errors}
 
 
 def test_recompile_reasons_name_the_batch_elements(strategy):

@@ -17,8 +17,9 @@ from NumPy's):
   (-NaN < -inf < ... < -0 < +0 < ... < inf < NaN).
 - dynamic-slice / dynamic-update-slice / gather clamp start indices so the slice stays in bounds;
   scatter skips an update window that would not fit.
-- rng and rng-bit-generator draw from ``evaluator.rng`` (a ``numpy.random.Generator``); the values are
-  not XLA's bit streams, only their distribution.
+- rng draws from ``evaluator.rng`` (a ``numpy.random.Generator``): the values are not XLA's, only their
+  distribution. rng-bit-generator is XLA's exact bit stream (its RngBitGeneratorExpander, as the CPU and GPU
+  backends run it): Philox4x32-10 for 'philox' and 'default', ThreeFry2x32-20 for 'three_fry'.
 """
 from __future__ import annotations
 
@@ -358,11 +359,114 @@ def _rng(inst, ops, ev):
     return np.where(x >= b, np.nextafter(b, a), x).astype(dtype)  # rounding must not reach b
 
 
+_U32 = np.uint64(0xFFFFFFFF)
+
+
+def _split_u64(x):
+    """u64 -> (low word, high word) as u32."""
+    x = np.asarray(x, np.uint64)
+    return (x & _U32).astype(np.uint32), (x >> np.uint64(32)).astype(np.uint32)
+
+
+def _join_u32(lo, hi):
+    return lo.astype(np.uint64) | (hi.astype(np.uint64) << np.uint64(32))
+
+
+def philox4x32(words, key):
+    """Philox4x32 with 10 rounds: ``words`` four u32 arrays (least significant first), ``key`` two u32 scalars."""
+    x = [np.asarray(w, np.uint32) for w in words]
+    k0, k1 = np.uint32(key[0]), np.uint32(key[1])
+    for _ in range(10):
+        p0 = x[0].astype(np.uint64) * np.uint64(0xD2511F53)
+        p1 = x[2].astype(np.uint64) * np.uint64(0xCD9E8D57)
+        lo0, hi0 = _split_u64(p0)
+        lo1, hi1 = _split_u64(p1)
+        x = [hi1 ^ x[1] ^ k0, lo1, hi0 ^ x[3] ^ k1, lo0]
+        k0, k1 = k0 + np.uint32(0x9E3779B9), k1 + np.uint32(0xBB67AE85)
+    return x
+
+
+def threefry2x32(x0, x1, key):
+    """ThreeFry2x32 with 20 rounds on u32 arrays ``x0``, ``x1``; ``key`` two u32 scalars."""
+    ks = [np.uint32(key[0]), np.uint32(key[1])]
+    ks.append(np.uint32(0x1BD11BDA) ^ ks[0] ^ ks[1])
+    x0, x1 = np.asarray(x0, np.uint32) + ks[0], np.asarray(x1, np.uint32) + ks[1]
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    for i in range(5):
+        for r in rotations[i % 2]:
+            x0 = x0 + x1
+            x1 = (x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))
+            x1 = x1 ^ x0
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x0, x1
+
+
+def _u128_add(lo, hi, n):
+    new_lo = lo + np.asarray(n, np.uint64)
+    return new_lo, hi + (new_lo < lo).astype(np.uint64)
+
+
+@np.errstate(over="ignore")
+def philox_bits(state: np.ndarray, dims, itemsize: int):
+    """XLA's Philox RngBitGenerator: (new state, unsigned words of ``itemsize`` bytes shaped ``dims``)."""
+    state = np.asarray(state, np.uint64)
+    key = state[0]
+    lo, hi = (state[1], state[2]) if state.size >= 3 else (state[1], state[0])
+    n = math.prod(dims)
+    nblocks = -(-(2 * n if itemsize == 8 else n) // 4)            # 128 bits a block
+    c_lo, c_hi = _u128_add(lo, hi, np.arange(nblocks, dtype=np.uint64))
+    x = philox4x32([*_split_u64(c_lo), *_split_u64(c_hi)], _split_u64(key))
+    if itemsize == 8:
+        x = [_join_u32(x[0], x[1]), _join_u32(x[2], x[3])]
+    words = np.stack(x, axis=1).reshape(-1)[:n]                 # block b gives elements 4b..4b+3 (2b, 2b+1)
+    words = words.astype(np.dtype(f"u{itemsize}")).reshape(dims)  # narrow types keep the low bits
+    new_lo, new_hi = _u128_add(lo, hi, nblocks)
+    new_state = state.copy()
+    new_state[1] = new_lo
+    if state.size >= 3:
+        new_state[2] = new_hi
+    return new_state, words
+
+
+@np.errstate(over="ignore")
+def threefry_bits(state: np.ndarray, dims, itemsize: int):
+    """XLA's ThreeFry RngBitGenerator: (new state, unsigned words of ``itemsize`` bytes shaped ``dims``)."""
+    state = np.asarray(state, np.uint64)
+    key, counter = _split_u64(state[0]), state[1]
+    dims = tuple(dims)
+    new_state = state.copy()
+    if itemsize == 8:
+        n = math.prod(dims)
+        x0, x1 = threefry2x32(*_split_u64(counter + np.arange(n, dtype=np.uint64)), key)
+        new_state[1] = counter + np.uint64(n)
+        return new_state, _join_u32(x0, x1).reshape(dims)
+    # 32 bits and narrower: the counters cover half the shape (one dimension halved), each gives two words
+    if not dims:
+        x0, _ = threefry2x32(*_split_u64(counter), key)
+        new_state[1] = counter + np.uint64(1)
+        return new_state, x0.astype(np.dtype(f"u{itemsize}")).reshape(())
+    even = [i for i, d in enumerate(dims) if d % 2 == 0]
+    split = even[0] if even else int(np.argmax(dims))
+    half = list(dims)
+    half[split] = -(-dims[split] // 2)
+    m = math.prod(half)
+    x0, x1 = threefry2x32(*_split_u64(counter + np.arange(m, dtype=np.uint64)), key)
+    pairs = np.stack([x0.reshape(half), x1.reshape(half)], axis=split + 1)
+    full = list(dims)
+    full[split] = 2 * half[split]
+    words = pairs.reshape(full)[tuple(slice(0, d) for d in dims)]
+    new_state[1] = counter + np.uint64(m)
+    return new_state, words.astype(np.dtype(f"u{itemsize}"))
+
+
 @rule("rng-bit-generator")
 def _rng_bit_generator(inst, ops, ev):
     bits = inst.shape.tuple_shapes[1]
-    raw = np.frombuffer(ev.rng.bytes(bits.size * bits.itemsize), bits.np_dtype).reshape(bits.dims).copy()
-    return ops[0] + np.ones_like(ops[0]), raw
+    algorithm = inst.attrs.get("algorithm", "default")
+    generate = threefry_bits if algorithm == "three_fry" else philox_bits   # XLA's CPU/GPU default: Philox
+    new_state, words = generate(ops[0], bits.dims, bits.itemsize)
+    return new_state, np.ascontiguousarray(words).view(bits.np_dtype).reshape(bits.dims)
 
 
 # --- data movement -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("TFIPU_DEBUG", "") not in ("", "0")
-CODELETS = ["expr", "copy", "matmul", "reduce", "rng", "dynamic", "firstfit"]
+CODELETS = ["expr", "copy", "matmul", "reduce", "rng", "dynamic", "firstfit", "copyplan"]
 
 if sys.platform == "darwin":
     omp_compile, omp_link = ["-Xpreprocessor", "-fopenmp"], ["-lomp"]

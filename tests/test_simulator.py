@@ -23,6 +23,7 @@ from kernels.codelets import matmul as matmul_codelet
 from kernels.codelets import reduce as reduce_codelet
 from kernels.codelets import rng as rng_codelet
 from kernels.device import DEVICES
+from kernels.program import plain_copy_rows
 from kernels.expr_ops import OPS
 from xla_lowering.compiler import CompileOptions, compile_module
 from xla_lowering.hlo.ir import Computation, Instruction, Module, Shape
@@ -242,11 +243,99 @@ def test_run_copies(nrows):
     sizes = rng.integers(1, 50, nrows)
     dst = 32768 + np.concatenate([[0], np.cumsum(sizes + 3)[:-1]])
     src = rng.integers(0, 32768 - 50, nrows)
-    rows = np.stack([dst, src, sizes], 1).astype(np.int64)
+    rows = plain_copy_rows(np.stack([dst, src, sizes], 1).astype(np.int64))
     copy_codelets.run_copies(mem, rows)
-    for d, s, n in rows:
+    for d, s, n in rows[:, :3]:
         ref[d:d + n] = ref[s:s + n]
     np.testing.assert_array_equal(mem, ref)
+
+
+def _reference_copies(mem: np.ndarray, rows: np.ndarray) -> None:
+    """The meaning of strided copy rows, one run at a time in NumPy."""
+    for d, s, n, count, ds, ss in rows:
+        for i in range(count):
+            mem[d + i * ds:d + i * ds + n] = mem[s + i * ss:s + i * ss + n]
+
+
+@given(st.data())
+def test_strided_copy_rows_match_numpy(data):
+    """Strided rows (count runs at destination and source strides, negative or zero source strides too) do what
+    the NumPy reference does; the loader accepts them and refuses rows whose runs would overlap."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    mem = rng.integers(0, 256, 1 << 14).astype(np.uint8)
+    ref = mem.copy()
+    rows, dst = [], 8192
+    for _ in range(data.draw(st.integers(1, 12))):
+        n = data.draw(st.integers(1, 24))
+        count = data.draw(st.integers(1, 9))
+        ds = n + data.draw(st.integers(0, 8))
+        ss = data.draw(st.sampled_from([0, n, -n, 3 * n, n + 5]))
+        first = dst + (count - 1) * ds if data.draw(st.booleans()) else dst     # a negative destination stride
+        ds = -ds if first != dst else ds
+        src = 2048 + int(rng.integers(0, 2048)) - min(0, (count - 1) * ss)
+        rows.append([first, src, n, count, ds, ss])
+        dst += count * abs(ds) + 4
+    rows = np.array(rows, np.int64)
+    copy_codelets.run_copies(mem, rows)
+    _reference_copies(ref, rows)
+    np.testing.assert_array_equal(mem, ref)
+    from kernels.serialize import ExecutableFormatError, _check_copy_rows
+    _check_copy_rows(rows, len(mem), "test")
+    bad = rows.copy()
+    bad[:, 3], bad[:, 4] = 2, bad[:, 2] - 1
+    with pytest.raises(ExecutableFormatError, match="overlap"):
+        _check_copy_rows(bad, len(mem), "test")
+
+
+@given(st.data())
+def test_copy_runs_builds_rows_that_copy_every_element(data):
+    """``copy_runs`` (runs, grouping by block, strided rows) moves exactly the element-wise copy it is given:
+    transposes, gathers with repeats, padding from one scalar, elements already in place, several blocks."""
+    from xla_lowering.mapping.tensor import copy_runs
+    isz = data.draw(st.sampled_from([1, 2, 4, 8]))
+    nsrc = data.draw(st.integers(1, 300))
+    kind = data.draw(st.sampled_from(["transpose", "gather", "pad", "random"]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    if kind == "transpose":
+        r = data.draw(st.integers(1, 20))
+        c = max(1, nsrc // r)
+        nsrc = r * c
+        index = np.arange(nsrc).reshape(r, c).T.reshape(-1)
+    elif kind == "gather":
+        index = rng.integers(0, nsrc, data.draw(st.integers(1, 400)))
+    elif kind == "pad":
+        index = np.where(rng.random(nsrc * 2) < 0.4, -1, np.arange(nsrc * 2) % nsrc)
+    else:
+        index = rng.permutation(nsrc)
+    ndst = len(index)
+    # source: 3 blocks (block << 32 | offset) of the source tensor, a zero scalar in its own block; the destination
+    # in 2 blocks; one destination element may already hold its value (same address as its source)
+    src_block = np.minimum(np.arange(nsrc) * 3 // nsrc, 2)
+    src_syms = (src_block << 32) + (np.arange(nsrc) - np.searchsorted(src_block, src_block)) * isz
+    zero_sym = np.int64(3 << 32)
+    dst_block = 4 + (np.arange(ndst) >= ndst // 2)
+    dst_syms = (dst_block << 32) + (np.arange(ndst) - np.where(dst_block == 5, ndst // 2, 0)) * isz
+    elem_src = np.where(index < 0, zero_sym, src_syms[np.maximum(index, 0)])
+    if data.draw(st.booleans()):
+        dst_syms[0] = elem_src[0]
+    rows = copy_runs(dst_syms, elem_src, isz)
+    assert rows.shape[1] == 6 and (rows[:, 3] >= 1).all()
+    # lay the 6 blocks out in a flat memory (16 KiB each) and run the rows against the element-wise copy
+    flat = lambda sym: (sym >> 32) * 16384 + (sym & 0xFFFFFFFF)
+    mem = np.random.default_rng(0).integers(0, 256, 6 * 16384).astype(np.uint8)
+    want = mem.copy()
+    for d, s in zip(flat(dst_syms), flat(elem_src)):
+        want[d:d + isz] = mem[s:s + isz]
+    got = mem.copy()
+    absolute = rows.copy()
+    absolute[:, :2] = flat(rows[:, :2])
+    # every run of a row stays in the block its first run is in
+    for r, a in zip(rows, absolute):
+        ends = [a[0], a[0] + (a[3] - 1) * a[4], a[1], a[1] + (a[3] - 1) * a[5]]
+        assert [e // 16384 for e in ends] == [r[0] >> 32] * 2 + [r[1] >> 32] * 2
+    copy_codelets.run_copies(got, absolute)
+    np.testing.assert_array_equal(got, want)
+    assert rows[:, 3].sum() <= len(dst_syms)
 
 
 def test_host_to_device_and_back():

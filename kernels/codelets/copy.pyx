@@ -1,7 +1,10 @@
 """Copy codelets: exchange and on-tile copies, and host stream copies.
 
-A copy list is fixed when the executable is built: rows of [dst_addr, src_addr, nbytes] in absolute bytes of
-the device memory. Rows never overlap in their destinations, so they run in parallel on the host cores.
+A copy list is fixed when the executable is built: rows of [dst, src, nbytes, count, dst_stride, src_stride] in
+absolute bytes of the device memory. A row copies ``count`` runs of ``nbytes``: run i from src + i * src_stride to
+dst + i * dst_stride (count 1: one plain run; a src_stride of 0 repeats one source run, e.g. a padding value).
+Rows never overlap in their destinations, so they run in parallel on the host cores. Host streams use rows of
+[dev_addr, host_offset, nbytes].
 """
 from cython.parallel cimport prange
 from libc.string cimport memcpy
@@ -17,16 +20,32 @@ cdef int64_t total_bytes(const int64_t[:, ::1] rows) noexcept nogil:
     return total
 
 
+cdef int64_t strided_bytes(const int64_t[:, ::1] rows) noexcept nogil:
+    cdef Py_ssize_t r
+    cdef int64_t total = 0
+    for r in range(rows.shape[0]):
+        total += rows[r, 2] * rows[r, 3]
+    return total
+
+
 def run_copies(uint8_t[::1] mem, const int64_t[:, ::1] rows):
-    """Device-to-device copies (exchange between tiles, or copies within a tile)."""
+    """Device-to-device copies (exchange between tiles, or copies within a tile): rows of 6 columns."""
     cdef Py_ssize_t n = rows.shape[0], r
+    cdef int64_t i, d, s
     cdef uint8_t* base = &mem[0]
     cdef int nt
     if n == 0:
         return
-    nt = host_threads(total_bytes(rows))
+    if rows.shape[1] != 6:
+        raise ValueError(f"copy rows must have 6 columns, found {rows.shape[1]}")
+    nt = host_threads(strided_bytes(rows))
     for r in prange(n, nogil=True, schedule='static', num_threads=nt):
-        memcpy(base + rows[r, 0], base + rows[r, 1], rows[r, 2])
+        d = rows[r, 0]
+        s = rows[r, 1]
+        for i in range(rows[r, 3]):
+            memcpy(base + d, base + s, rows[r, 2])
+            d = d + rows[r, 4]
+            s = s + rows[r, 5]
 
 
 def host_to_device(uint8_t[::1] mem, const uint8_t[::1] host, const int64_t[:, ::1] rows):

@@ -71,13 +71,15 @@ def batched_matmul(b, lhs: DTensor, A: np.ndarray, rhs: DTensor, Bm: np.ndarray,
     if K == 0:                   # an empty contraction: every output is zero
         return b.constant(np.zeros(out_shape.dims, out_shape.np_dtype), out_shape, name, origin)
     pdt = "f32" if in_dtype in ("f16", "f32") else ("f64" if in_dtype == "f64" else out_shape.dtype)
-    p = plan_matmul(b.device, B, M, N, K, lhs.itemsize, in_dtype)
-    T = p.tiles
-    tiles = (np.arange(T, dtype=np.int64) * b.num_tiles) // T
-
     # each block is stored in whichever order keeps the operand's contiguous runs (the AMP reads both)
     ta = _runs_along(A, 1) > _runs_along(A, 2)
     tb = _runs_along(Bm, 1) > _runs_along(Bm, 2)
+    p = plan_matmul(b.device, B, M, N, K, lhs.itemsize, in_dtype)
+    T = p.tiles
+    # a matmul on fewer tiles than the device has starts at a different tile each time, so that the tiles that
+    # hold blocks (and their copy descriptors) are not always the same ones
+    first = (next(b._rotate) * 97) % b.num_tiles if T < b.num_tiles else 0
+    tiles = (first + (np.arange(T, dtype=np.int64) * b.num_tiles) // T) % b.num_tiles
     A = _pad(A, (p.pb * p.Bb, p.pm * p.Mb, p.pk * p.Kb)).reshape(p.pb, p.Bb, p.pm, p.Mb, p.pk, p.Kb)
     A = A.transpose(0, 2, 4, 1, 5, 3) if ta else A.transpose(0, 2, 4, 1, 3, 5)
     A = np.broadcast_to(A[:, :, None], (p.pb, p.pm, p.pn, p.pk) + A.shape[3:])

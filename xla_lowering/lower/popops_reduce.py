@@ -63,11 +63,13 @@ def _stage_rows(b, x: DTensor, index: np.ndarray, name: str, origin: str, fill: 
     the operands of a variadic reduction share a layout). Index -1 takes the one-element ``fill`` instead.
     """
     rows, width = index.shape
-    tiles, starts, counts = rows_pieces(rows, width, b.num_tiles)
+    # fewer rows than tiles: start at a different tile each time, so that the same tiles do not always receive
+    first = (next(b._rotate) * 97) % b.num_tiles if rows < b.num_tiles else 0
+    tiles, starts, counts = rows_pieces(rows, width, b.num_tiles, first_tile=first)
     t = b.add_tensor(Shape(x.dtype, (rows * width,)), tiles, starts, counts, f"{name}/rows", "temporary", origin)
     if column is None:
         row_breaks = np.count_nonzero(np.diff(index, axis=1) != 1) if width > 1 else 0
-        col_breaks = np.count_nonzero(np.diff(index, axis=0) != 1) * width if rows > 1 else rows * width
+        col_breaks = np.count_nonzero(np.diff(index, axis=0) != 1) if rows > 1 else rows * width
         column = width > 1 and col_breaks < row_breaks
     if column:
         region_rows = t.counts // width

@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover - the Cython extensions are not built
 ALWAYS_LIVE = ("constant", "variable")
 VERTEX_FIELD_BYTES = 4         # a vertex field is a 32-bit pointer or count on the IPU
 VERTEX_BASE_BYTES = 8
-COPY_DESCRIPTOR_BYTES = 8
+COPY_DESCRIPTOR_BYTES = 8      # a plain copy row (one run): addresses and length, packed (our estimate)
+STRIDED_DESCRIPTOR_BYTES = 16  # a strided row: a plain row plus count and both strides (our estimate)
 
 
 def _flatten(seq, out, loops):
@@ -79,9 +80,14 @@ def _vertex_state(step, block_tiles, num_tiles):
             per = VERTEX_BASE_BYTES + VERTEX_FIELD_BYTES * g.records.shape[1]
             out += np.bincount(g.tiles, minlength=num_tiles).astype(np.int64) * per
     elif isinstance(step, Copy) and len(step.rows):
-        dst_tiles = block_tiles[step.rows[:, 0] >> OFFSET_BITS]
-        out += np.bincount(dst_tiles, minlength=num_tiles).astype(np.int64) * COPY_DESCRIPTOR_BYTES
+        out += copy_descriptor_bytes(step.rows, block_tiles[step.rows[:, 0] >> OFFSET_BITS], num_tiles)
     return out
+
+
+def copy_descriptor_bytes(rows: np.ndarray, dst_tiles: np.ndarray, num_tiles: int) -> np.ndarray:
+    """Bytes of copy descriptors each tile keeps for ``rows`` (kept by the tile that receives)."""
+    per_row = np.where(rows[:, 3] > 1, STRIDED_DESCRIPTOR_BYTES, COPY_DESCRIPTOR_BYTES)
+    return np.bincount(dst_tiles, weights=per_row, minlength=num_tiles).astype(np.int64)
 
 
 def _place_numpy(sizes, first, last):
@@ -264,26 +270,48 @@ def estimate_cycles(device, steps) -> None:
                 tc += np.bincount(g.tiles, weights=g.cycles, minlength=ntiles).astype(np.int64)
             step.tile_cycles = tc
         elif isinstance(step, Copy):
-            dst_t, src_t, nbytes = step.rows[:, 0] // tm, step.rows[:, 1] // tm, step.rows[:, 2]
-            remote = dst_t != src_t
-            local_bytes = np.bincount(dst_t[~remote], weights=nbytes[~remote], minlength=ntiles)
-            local_rows = np.bincount(dst_t[~remote], minlength=ntiles)
-            step.local_cycles = int(cyc.copy_cycles(device, local_bytes, local_rows).max()) if (~remote).any() else 0
-            if remote.any():
-                # the exchange multicasts: a run sent to several tiles leaves its tile once
-                src, nb = step.rows[remote, 1], step.rows[remote, 2]
-                if ntiles * tm < 2**31:                    # distinct (source address, bytes) runs as one key
-                    key = np.unique((src << 32) | nb)
-                    sent = np.bincount((key >> 32) // tm, weights=key & 0xFFFFFFFF, minlength=ntiles)
-                else:                                      # what-if devices of 2 GiB or more: two sort keys
-                    o = np.lexsort((nb, src))
-                    src, nb = src[o], nb[o]
-                    first = np.ones(len(src), bool)
-                    first[1:] = (src[1:] != src[:-1]) | (nb[1:] != nb[:-1])
-                    sent = np.bincount(src[first] // tm, weights=nb[first], minlength=ntiles)
-                recv = np.bincount(dst_t[remote], weights=nbytes[remote], minlength=ntiles)
-                msgs = np.bincount(dst_t[remote], minlength=ntiles)
-                step.exchange_cycles = cyc.exchange_cycles(device, sent, recv, msgs)
-                step.exchange_bytes = int(nbytes[remote].sum())
+            _copy_cycles(device, step)
         elif isinstance(step, (StreamIn, StreamOut)):
             step.cycles = cyc.host_stream_cycles(device, step.nbytes)
+
+
+def _copy_cycles(device, step: Copy) -> None:
+    """Cycles of a copy step: each run of a row costs what a plain row would (a strided row saves descriptor
+    memory, not time). On-tile runs are store-bound with a per-run overhead; the exchange takes as long as the
+    tile that sends or receives the most, with a message per run received, and multicasts: the same source
+    pattern sent to several tiles leaves its tile once."""
+    ntiles, tm = device.num_tiles, device.tile_memory
+    rows = step.rows
+    dst_t, src_t = rows[:, 0] // tm, rows[:, 1] // tm
+    count = rows[:, 3]
+    nbytes = rows[:, 2] * count
+    remote = dst_t != src_t
+    local = ~remote
+    if local.any():
+        local_bytes = np.bincount(dst_t[local], weights=nbytes[local], minlength=ntiles)
+        local_runs = np.bincount(dst_t[local], weights=count[local], minlength=ntiles)
+        step.local_cycles = int(cyc.copy_cycles(device, local_bytes, local_runs).max())
+    else:
+        step.local_cycles = 0
+    if remote.any():
+        src, cnt = rows[remote, 1], count[remote]
+        plain = cnt == 1
+        # plain runs: (source, bytes) as one exact key (a run never exceeds its tile's memory); sorted, not hashed
+        key = np.sort(src[plain] * (tm + 1) + rows[remote, 2][plain], kind="stable")
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        key = key[first]
+        sent = np.bincount(key // (tm + 1) // tm, weights=key % (tm + 1), minlength=ntiles).astype(np.float64)
+        if not plain.all():
+            s = rows[remote][~plain]
+            src, nb, cnt, stride = s[:, 1], s[:, 2], s[:, 3], s[:, 5]
+            o = np.lexsort((stride, cnt, nb, src))
+            src, nb, cnt, stride = src[o], nb[o], cnt[o], stride[o]
+            first = np.ones(len(src), bool)
+            first[1:] = (src[1:] != src[:-1]) | (nb[1:] != nb[:-1]) | (cnt[1:] != cnt[:-1]) | (stride[1:] != stride[:-1])
+            sent += np.bincount(src[first] // tm, weights=nb[first] * cnt[first], minlength=ntiles)
+        dst_r = dst_t[remote]
+        recv = np.bincount(dst_r, weights=nbytes[remote], minlength=ntiles)
+        msgs = np.bincount(dst_r, weights=count[remote], minlength=ntiles)
+        step.exchange_cycles = cyc.exchange_cycles(device, sent, recv, msgs)
+        step.exchange_bytes = int(nbytes[remote].sum())

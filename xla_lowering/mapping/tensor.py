@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.program import COPY_COLUMNS, plain_copy_rows
+
 from .. hlo.ir import Shape
+
+try:
+    from kernels.codelets import copyplan as _copyplan
+except ImportError:  # pragma: no cover - the Cython extensions are not built
+    _copyplan = None
 
 OFFSET_BITS = 32
 OFFSET_MASK = (1 << OFFSET_BITS) - 1
@@ -95,15 +102,37 @@ class DTensor:
 
 
 def copy_runs(dst_syms: np.ndarray, src_syms: np.ndarray, itemsize: int) -> np.ndarray:
-    """Run-length encode an element-wise copy into rows of [dst, src, nbytes]; no-op elements are dropped."""
-    if len(dst_syms) == 0:
-        return np.zeros((0, 3), dtype=np.int64)
+    """The copy list of an element-wise copy: rows of [dst, src, nbytes, count, dst_stride, src_stride].
+
+    Elements already in place are dropped; runs contiguous in both memories become one run; runs grouped by
+    (destination block, source block) that advance by constant strides (a transpose, a gather of every k-th
+    element, a padding value repeated) become one strided row that stays in its blocks.
+    """
+    dst_syms = np.ascontiguousarray(dst_syms, np.int64)
+    src_syms = np.ascontiguousarray(src_syms, np.int64)
+    if _copyplan is None:  # pragma: no cover - the Cython extensions are not built
+        return _copy_runs_numpy(dst_syms, src_syms, itemsize)
+    runs = _copyplan.element_runs(dst_syms, src_syms, itemsize)
+    if len(runs) < 2:
+        return plain_copy_rows(runs)
+    key = runs[:, 0] >> OFFSET_BITS
+    src_block = runs[:, 1] >> OFFSET_BITS
+    key = key * (int(src_block.max()) + 1) + src_block
+    if (key[1:] >= key[:-1]).all():
+        order = np.arange(len(runs), dtype=np.int64)
+    else:
+        order = np.argsort(key, kind="stable").astype(np.int64)
+    return _copyplan.merge_runs(runs, order)
+
+
+def _copy_runs_numpy(dst_syms: np.ndarray, src_syms: np.ndarray, itemsize: int) -> np.ndarray:
+    """``copy_runs`` without strided rows (the NumPy fallback when the Cython extensions are not built)."""
     keep = dst_syms != src_syms
     if not keep.all():
         dst_syms, src_syms = dst_syms[keep], src_syms[keep]
-        if len(dst_syms) == 0:
-            return np.zeros((0, 3), dtype=np.int64)
+    if len(dst_syms) == 0:
+        return np.zeros((0, COPY_COLUMNS), dtype=np.int64)
     brk = np.flatnonzero((np.diff(dst_syms) != itemsize) | (np.diff(src_syms) != itemsize)) + 1
     starts = np.concatenate([[0], brk])
     lens = np.diff(np.concatenate([starts, [len(dst_syms)]]))
-    return np.stack([dst_syms[starts], src_syms[starts], lens * itemsize], axis=1).astype(np.int64)
+    return plain_copy_rows(np.stack([dst_syms[starts], src_syms[starts], lens * itemsize], axis=1).astype(np.int64))

@@ -52,7 +52,7 @@ from .program import (CODELETS, FED, ComputeSet, Copy, Execute, If, Repeat, Sequ
                       VertexGroup, While)
 
 MAGIC = b"\x89IPUEXE\n"
-FORMAT_VERSION = 2        # 2: infeed loops (fed streams, Repeat count FED) and resident tensors
+FORMAT_VERSION = 2        # 2: infeed loops (fed streams, Repeat count FED), resident tensors, strided copy rows
 READABLE_VERSIONS = (1, 2)
 HEADER = struct.Struct("<8sIIQQQ24x")         # magic, version, reserved, json length, data offset, data length
 ALIGN = 64

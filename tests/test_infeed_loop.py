@@ -253,3 +253,15 @@ def test_an_iterations_own_values_share_memory_as_without_the_loop():
     outs, prof = Engine(looped).run([x])
     want = np.tanh(np.log(np.exp(x[-1]))).sum()
     np.testing.assert_allclose(outs[0], want, rtol=1e-4)
+
+
+def test_updated_variables_are_written_back_early():
+    # v's new value is written into v's storage right after the last step that reads v or writes v2, not at the
+    # end of the step: the optimizer's new values are not all live at once
+    exe = compile_module(parse_module(STEP), DEVICE, CompileOptions(progress=False, loop=True, feeds=frozenset({0}),
+                                                                    resident=frozenset({1, 2})))
+    loop = next(s for s in exe.program.steps if isinstance(s, Repeat))
+    names = [getattr(s, "name", "") for s in loop.body.steps]
+    update = names.index("update/v")
+    assert update < len(names) - 1, names                  # steps of the step's own come after it
+    assert any("loss" in n or "reduce" in n for n in names[update + 1:]), names

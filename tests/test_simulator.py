@@ -715,12 +715,18 @@ def test_out_of_memory_names_tile_bytes_and_tensors():
     assert isinstance(err, MemoryError)
     assert 0 <= err.tile < 4 and f"tile {err.tile}" in msg
     assert err.needed > err.available == dev.tile_memory - dev.reserved_bytes
-    assert f"{err.needed} bytes" in msg and f"{err.available} bytes" in msg
+    assert f"{err.needed:,} bytes" in msg and f"{err.available:,} bytes" in msg
     assert err.largest, "the largest tensors must be listed"
     sizes = [nbytes for _, nbytes, _, _ in err.largest]
     assert sizes == sorted(sizes, reverse=True)
     for name, nbytes, category, origin in err.largest:
-        assert name in msg and str(nbytes) in msg
+        assert name in msg and f"{nbytes:,}" in msg
+    # what is on the tile: tensors by category at the busiest point, and the always-live program state
+    assert sum(err.tensors.values()) >= sum(sizes) and set(err.program) == {"vertex state", "copy descriptors"}
+    assert sum(err.tensors.values()) + sum(err.program.values()) <= err.needed
+    assert f"tensors {sum(err.tensors.values()):,} bytes" in msg and "program state" in msg
+    assert all(nbytes > 0 for _, nbytes, _ in err.descriptors)
+    assert "smaller batch size" in msg            # tensors dominate here: the usual advice
     origins = {origin for *_, origin in err.largest}
     assert any("big_matmul" in o for o in origins), origins
     assert "big_matmul" in msg

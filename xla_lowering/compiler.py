@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.executable import Executable, HostTensor, ResidentTensor
-from kernels.program import FED, StreamIn, StreamOut
+from kernels.program import FED, Sequence, StreamIn, StreamOut, walk
 
 from .errors import UnsupportedOpError
 from .hlo.ir import Module
 from .lower.control import lower_computation  # the per-computation lowering loop (shared with control flow)
-from .mapping.memory import estimate_cycles, plan_memory, resolve
+from .mapping.memory import _step_syms, estimate_cycles, plan_memory, resolve
 from .program import ProgramBuilder
 
 PROGRESS_DELAY_S = 2.0       # a compile that takes longer than this shows a progress bar
@@ -109,13 +109,14 @@ def compile_module(module: Module, device, options: CompileOptions | None = None
         root_value = None
     else:
         after = []                                   # streams after the loop: (output index, tensor)
-        with b.repeat(FED):
+        with b.repeat(FED) as loop_body:
             for stream in fed_streams:
                 b.add(stream)
             root_value = lower()
             flat = list(_flatten(root_value))
             updates = {param: flat[k] for param, k in carried.items() if not _same_storage(flat[k], args[param])}
             overwritten = _blocks([args[param] for param in updates])
+            early = _early_updates(b, loop_body, updates, args, [t for k, t in enumerate(flat) if k not in carried.values()])
             if options.outfeed:
                 for k, t in enumerate(flat):
                     if k not in carried.values():
@@ -128,7 +129,8 @@ def compile_module(module: Module, device, options: CompileOptions | None = None
                         after.append((k, _snapshot(b, t, overwritten, f"output_{k}")))
             # each updated variable into its parameter's storage, for the next iteration (and the host);
             # updates that read a variable's old storage read a snapshot of it
-            sources = {param: _snapshot(b, t, overwritten, f"update_{param}") for param, t in updates.items()}
+            sources = {param: _snapshot(b, t, overwritten, f"update_{param}") for param, t in updates.items()
+                       if param not in early}
             for param, t in sources.items():
                 dst = args[param]
                 b.copy(f"update/{dst.name}", dst.element_syms(), t.element_syms(), dst.itemsize, dst.origin)
@@ -167,6 +169,48 @@ def _rows(t) -> np.ndarray:
     """Stream rows [symbolic dev_addr, host offset, nbytes] of a tensor's regions."""
     isz = t.itemsize
     return np.stack([t.syms, t.starts * isz, t.counts * isz], 1).astype(np.int64)
+
+
+def _early_updates(b: ProgramBuilder, body, updates: dict, args: list, outputs: list) -> set:
+    """Write updated variables into their parameters' storage as early as possible: right after the last step
+    of the body that touches the parameter or the new value, instead of all at the end of the step, so that the
+    new values (an optimizer's updated weights and slots) are not all live at once. Only for updates whose
+    storage nothing else shares (no output reads the parameter, the new value is no other variable's storage);
+    returns the parameters so written."""
+    param_blocks = {param: _blocks([args[param]]) for param in updates}
+    all_params = set().union(*param_blocks.values()) if param_blocks else set()
+    shared = _blocks(outputs)
+    candidates, claimed = [], set()
+    for param, new in updates.items():
+        nb = _blocks([new])
+        if param_blocks[param] & shared or nb & all_params or nb & claimed:
+            continue
+        claimed |= nb
+        candidates.append((param, new, param_blocks[param], nb))
+    if not candidates:
+        return set()
+    owner = np.full(b.nblocks, -1, np.int64)           # block -> candidate whose parameter or new value it holds
+    for k, (_, _, pb, nb) in enumerate(candidates):
+        owner[list(pb | nb)] = k
+    last = np.full(len(candidates), -1, np.int64)
+    for i, step in enumerate(body.steps):
+        syms = [a for inner in walk(Sequence([step])) for a in _step_syms(inner)]
+        if syms:
+            o = owner[np.concatenate(syms) >> 32]
+            o = np.unique(o[o >= 0])
+            last[o] = i
+    after: dict[int, list] = {}
+    for k, (param, new, _, _) in enumerate(candidates):
+        dst, seq = args[param], Sequence()
+        with b.into(seq):
+            b.copy(f"update/{dst.name}", dst.element_syms(), new.element_syms(), dst.itemsize, dst.origin)
+        after.setdefault(int(last[k]), []).extend(seq.steps)
+    steps = list(after.pop(-1, []))
+    for i, step in enumerate(body.steps):
+        steps.append(step)
+        steps.extend(after.pop(i, []))
+    body.steps[:] = steps
+    return {param for param, *_ in candidates}
 
 
 def _same_storage(a, b) -> bool:

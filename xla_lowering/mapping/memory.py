@@ -208,7 +208,7 @@ def plan_memory(builder):
     if len(over):
         worst = int(over[np.argmax(peak[over])])
         raise _oom(builder, device, worst, int(peak[worst]), available, block_tiles, block_bytes, block_tensor,
-                   first, last, used)
+                   first, last, used, steps)
 
     by_category = {}
     for cat in np.unique(categories[used]) if nblocks else []:
@@ -222,8 +222,9 @@ def plan_memory(builder):
     return base, report, steps
 
 
-def _oom(builder, device, tile, needed, available, block_tiles, block_bytes, block_tensor, first, last, used):
-    """The error for a tile that does not fit: the tensors live on it at its busiest step, largest first."""
+def _oom(builder, device, tile, needed, available, block_tiles, block_bytes, block_tensor, first, last, used, steps):
+    """The error for a tile that does not fit: what is live on it at its busiest step (tensors by category,
+    largest first) and the program state it keeps (vertex state and copy descriptors, by step)."""
     on_tile = np.flatnonzero((block_tiles == tile) & used)
     best_step, best_bytes = 0, -1
     for s in np.unique(first[on_tile]):
@@ -232,12 +233,26 @@ def _oom(builder, device, tile, needed, available, block_tiles, block_bytes, blo
         if total > best_bytes:
             best_step, best_bytes = s, total
     live = on_tile[(first[on_tile] <= best_step) & (last[on_tile] >= best_step)]
+    tensors: dict[str, int] = {}
+    for b in live:
+        cat = builder.tensors[int(block_tensor[b])].category
+        tensors[cat] = tensors.get(cat, 0) + int(block_bytes[b])
     live = live[np.argsort(-block_bytes[live])][:8]
     largest = []
     for b in live:
         t = builder.tensors[int(block_tensor[b])]
         largest.append((t.name, int(block_bytes[b]), t.category, t.origin))
-    return TileMemoryError(device, tile, needed, available, largest)
+    program = {"vertex state": 0, "copy descriptors": 0}
+    by_step = []
+    for step in steps:
+        if isinstance(step, (Execute, Copy)):
+            nbytes = int(_vertex_state(step, block_tiles, device.num_tiles)[tile])
+            if nbytes:
+                program["vertex state" if isinstance(step, Execute) else "copy descriptors"] += nbytes
+                origin = step.cs.origin if isinstance(step, Execute) else step.origin
+                by_step.append((step.name, nbytes, origin))
+    by_step.sort(key=lambda r: -r[1])
+    return TileMemoryError(device, tile, needed, available, largest, tensors, program, by_step[:8])
 
 
 def resolve(builder, base: np.ndarray, steps) -> None:

@@ -180,3 +180,17 @@ def test_eager_tf_draws_the_same_words(shape):
     np.testing.assert_array_equal(full(seed).numpy(), xla_cpu(full, seed))
     u = lambda s: tf.random.stateless_uniform(shape, s)  # noqa: E731
     assert not np.array_equal(u(seed).numpy(), xla_cpu(u, seed))
+
+
+@pytest.mark.parametrize("alg", ["philox", "threefry"])
+def test_random_bits_cost_what_the_tiles_prng_would(strategy, alg):
+    # the simulator evaluates XLA's cipher; the cycles are those of the IPU's hardware PRNG for as many words
+    from kernels import cycles as cyc
+    from kernels.program import Execute, walk
+    exe = strategy.compile(rng_bits_fn(alg, (64, 100), tf.uint32), (tf.constant(np.array([1, 2, 3], np.uint64)),))
+    bits = [s for s in walk(exe.program) if isinstance(s, Execute) and s.cs.name.endswith("/bits")]
+    assert len(bits) == 1
+    (group,) = bits[0].cs.groups
+    counts = group.records[:, 0]
+    assert counts.sum() == 6400
+    np.testing.assert_array_equal(group.cycles, cyc.rng_cycles(strategy.device_model, counts, "u32", normal=False))

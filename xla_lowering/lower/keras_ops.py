@@ -24,12 +24,19 @@ the cipher is one expression-codelet program of integer ops (u64 multiplies whos
 rotations as shift pairs, wrapping adds) that every tile runs over its own elements. Each element computes its
 whole block and keeps its word (Philox's four words are one dependent chain), so the work is 4x (2x for 64 bits)
 that of a generator that stores whole blocks, traded for a plain elementwise layout.
+
+Cycles. The IPU draws random bits from each tile's hardware PRNG (what Graphcore's TensorFlow used for Dropout),
+not from a software cipher, so the bits vertices are charged what the tile's PRNG costs for as many words
+(``kernels.cycles.rng_cycles``, as poprand's vertices), not the cost of evaluating Philox or ThreeFry: the bits
+are XLA's, the time is the IPU's.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from kernels import cycles as cyc
 
 from ..hlo.ir import Computation, Instruction, Shape
 from ..mapping.tensor import DTensor
@@ -240,7 +247,9 @@ def lower_rng_bit_generator(ctx, state):
 
     # the bits: every tile runs the cipher over its own elements
     index = b.constant(index, Shape("u32", bits_shape.dims), f"{name}/index", origin)
-    bits = expression(b, prog, [index] + inputs, word_shape, f"{name}/bits", origin)
+    # cycles: what the tile's hardware PRNG spends on as many random bits (see the module's docstring)
+    bits = expression(b, prog, [index] + inputs, word_shape, f"{name}/bits", origin,
+                      cycles=lambda count: cyc.rng_cycles(b.device, count, word_shape.dtype, normal=False))
     if float_bits:
         bits = DTensor(bits_shape, bits.tiles, bits.starts, bits.counts, bits.syms, bits.name, bits.category,
                        bits.origin)

@@ -32,8 +32,10 @@ def vertex_chunks(t: DTensor, chunk: int = CHUNK):
 
 
 def expression(b, prog: ExprProgram, operands: list[DTensor], out_shape, name: str, origin: str = "",
-               out: DTensor | None = None) -> DTensor:
-    """Evaluate ``prog`` elementwise over ``operands`` into a new tensor of ``out_shape``."""
+               out: DTensor | None = None, cycles=None) -> DTensor:
+    """Evaluate ``prog`` elementwise over ``operands`` into a new tensor of ``out_shape``. ``cycles``: a function
+    of the vertices' element counts giving their cycles, where the IPU would do the work another way than by
+    running ``prog`` (by default, the expression's own cost)."""
     n = out_shape.size
     scalar = [o.size == 1 and n != 1 for o in operands]
     full = [o for o, s in zip(operands, scalar) if not s]
@@ -59,7 +61,7 @@ def expression(b, prog: ExprProgram, operands: list[DTensor], out_shape, name: s
     work_dtype = max([o.dtype for o in operands] + [out.dtype], key=lambda d: dtypes.itemsize(d))
     group = VertexGroup(
         "expr", records, addr_cols=tuple(range(1, records.shape[1])), tiles=vtiles,
-        cycles=cyc.expr_cycles(b.device, count, prog.ops, work_dtype),
+        cycles=cycles(count) if cycles is not None else cyc.expr_cycles(b.device, count, prog.ops, work_dtype),
         params=dict(code=prog.code, in_dt=np.array([dtypes.code(d) for d in prog.in_dtypes], np.int32),
                     in_scalar=np.array(scalar, np.int64), out_dt=dtypes.code(prog.out_dtype),
                     out_slot=prog.out_slot, nslots=prog.nslots, fconst=prog.fconst, iconst=prog.iconst))

@@ -16,7 +16,7 @@ from kernels.program import (ComputeSet, Copy, Execute, If, Repeat, Sequence, St
 
 from .hlo.ir import Shape
 from .mapping.linear import linear_pieces
-from .mapping.tensor import OFFSET_BITS, DTensor, copy_runs
+from .mapping.tensor import OFFSET_BITS, DTensor, copy_runs, gather_copy_runs
 
 BLOCK_ALIGN = 8
 
@@ -148,23 +148,42 @@ class ProgramBuilder:
         A one-element source read by many elements (a padding value, an init value) is first broadcast to
         the destination tiles, so that one tile does not send the same value thousands of times.
         """
-        src_index = np.asarray(src_index, np.int64).reshape(-1)
-        which = np.zeros(len(src_index), np.int64) if src_which is None else np.asarray(src_which, np.int64).reshape(-1)
-        dst_syms = dst.element_syms()
-        src_syms = np.empty(len(src_index), np.int64)
+        src_index = np.asarray(src_index).reshape(-1)
+        if src_which is None and len(sources) == 1 and sources[0].size > 1:   # a plain gather from one source
+            rows = gather_copy_runs(dst, sources[0].element_syms(), src_index)
+            if len(rows):
+                self.add(Copy(name or f"copy/{dst.name}", rows, origin))
+            return dst
+        # several sources: one gather from the sources' element addresses laid end to end
+        which = np.zeros(len(src_index), np.int8) if src_which is None else np.asarray(src_which).reshape(-1)
+        index = np.zeros(len(src_index), np.int64)
+        parts, offset = [], 0
         block_tiles = self.block_tiles()
+        dst_tiles = None
         for k, s in enumerate(sources):
             sel = which == k
             if not sel.any():
                 continue
             if s.size == 1 and sel.sum() > 1:
-                tiles = block_tiles[dst_syms[sel] >> OFFSET_BITS]
+                if dst_tiles is None:       # the tile of every destination element (its region's block's)
+                    dst_tiles = np.repeat(block_tiles[dst.syms >> OFFSET_BITS], dst.counts)
+                tiles = dst_tiles[sel]
                 used = np.unique(tiles)
                 local = self.scalar_per_tile(s, used, origin)
-                src_syms[sel] = local.syms[np.searchsorted(used, tiles)]
+                part, idx = local.syms, np.searchsorted(used, tiles)
             else:
-                src_syms[sel] = s.element_syms()[src_index[sel]]
-        self.copy(name or f"copy/{dst.name}", dst_syms, src_syms, dst.itemsize, origin)
+                part, idx = s.element_syms(), src_index[sel]
+                if len(idx) and (idx.min() < -s.size or idx.max() >= s.size):
+                    raise IndexError(f"rearrange into {dst.name}: an index is out of bounds for {s.name} "
+                                     f"({s.size} elements)")
+                idx = np.where(idx < 0, idx + s.size, idx)
+            index[sel] = offset + idx
+            parts.append(part)
+            offset += len(part)
+        src_all = np.concatenate(parts) if parts else np.zeros(1, np.int64)
+        rows = gather_copy_runs(dst, src_all, index)
+        if len(rows):
+            self.add(Copy(name or f"copy/{dst.name}", rows, origin))
         return dst
 
     def aligned(self, t: DTensor, like: DTensor, name: str, origin: str = "") -> DTensor:

@@ -37,6 +37,58 @@ def element_runs(const long long[::1] dst, const long long[::1] src, long long i
     return out[:m]
 
 
+def gather_runs(const long long[::1] dst_first, const long long[::1] dst_counts, const long long[::1] src_elem,
+                const long long[::1] index, long long itemsize):
+    """``element_runs(dst, src_elem[index], itemsize)`` without making either per-element address array.
+
+    The destination is given by its regions as ``DTensor.element_syms`` reads them: element p of region r (in
+    region order) is at ``dst_first[r] + p * itemsize`` (``dst_first`` = region address - region start *
+    itemsize). ``index`` may be negative (from the end), as in NumPy; out of range is an IndexError."""
+    cdef Py_ssize_t nreg = dst_first.shape[0], n = index.shape[0], nsrc = src_elem.shape[0]
+    cdef Py_ssize_t r, p = 0, end, m = 0
+    cdef long long d, s, k, d_end = -1, s_end = -1, base
+    cdef bint bad = False
+    cdef long long total = 0
+    if dst_counts.shape[0] != nreg:
+        raise ValueError("dst_first and dst_counts differ in length")
+    for r in range(nreg):
+        total += dst_counts[r]
+    if total != n:
+        raise ValueError(f"the destination has {total} elements, the index map {n}")
+    out = np.empty((n, 3), np.int64)
+    cdef long long[:, ::1] o = out
+    with nogil:
+        for r in range(nreg):
+            base = dst_first[r]
+            end = p + dst_counts[r]
+            while p < end:
+                k = index[p]
+                if k < 0:
+                    k += nsrc
+                if k < 0 or k >= nsrc:
+                    bad = True
+                    break
+                d = base + p * itemsize
+                s = src_elem[k]
+                p += 1
+                if d == s:
+                    continue
+                if m > 0 and d == d_end and s == s_end:
+                    o[m - 1, 2] += itemsize
+                else:
+                    o[m, 0] = d
+                    o[m, 1] = s
+                    o[m, 2] = itemsize
+                    m += 1
+                d_end = d + itemsize
+                s_end = s + itemsize
+            if bad:
+                break
+    if bad:
+        raise IndexError(f"index {index[p]} is out of bounds for a source of {nsrc} elements")
+    return out[:m]
+
+
 def merge_runs(const long long[:, ::1] runs, const long long[::1] order):
     """[m, 6] strided rows from [n, 3] runs visited in ``order`` (greedy: each row takes as many runs as follow)."""
     cdef Py_ssize_t n = order.shape[0], i, j, k, m = 0

@@ -50,7 +50,7 @@ def _stage(b, operand: DTensor, blocks: np.ndarray, tiles, per_tile: int, name: 
     pad = flat < 0
     if pad.any():
         zero = b.constant(np.zeros((), operand.shape.np_dtype), Shape(operand.dtype, ()), f"{name}/zero", origin)
-        b.rearrange(staged, [operand, zero], np.where(pad, 0, flat), pad.astype(np.int64), name=name, origin=origin)
+        b.rearrange(staged, [operand, zero], np.where(pad, 0, flat), pad, name=name, origin=origin)
     else:
         b.rearrange(staged, [operand], flat, name=name, origin=origin)
     return staged

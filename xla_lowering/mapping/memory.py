@@ -171,8 +171,12 @@ def plan_memory(builder):
                 np.minimum.at(first, b, i)
                 np.maximum.at(last, b, i)
         vertex_state += _vertex_state(step, block_tiles, ntiles)
-    categories = np.array([builder.tensors[t].category for t in block_tensor]) if nblocks else np.zeros(0, str)
-    always = np.isin(categories, ALWAYS_LIVE)
+    # categories as small codes per block (names looked up once per tensor, not once per block)
+    cat_names = sorted({t.category for t in builder.tensors})
+    code_of = {c: k for k, c in enumerate(cat_names)}
+    tensor_cat = np.array([code_of[t.category] for t in builder.tensors], np.int8)
+    categories = tensor_cat[block_tensor] if nblocks else np.zeros(0, np.int8)
+    always = np.isin(categories, [code_of[c] for c in ALWAYS_LIVE if c in code_of])
     first[always] = 0
     last[always] = nsteps
     for s, e, own_values in loops:
@@ -211,9 +215,10 @@ def plan_memory(builder):
                    first, last, used, steps)
 
     by_category = {}
-    for cat in np.unique(categories[used]) if nblocks else []:
-        sel = used & (categories == cat)
-        by_category[str(cat)] = np.bincount(block_tiles[sel], weights=block_bytes[sel], minlength=ntiles).astype(np.int64)
+    for code in np.unique(categories[used]) if nblocks else []:       # codes follow the sorted names
+        sel = used & (categories == code)
+        by_category[cat_names[code]] = np.bincount(block_tiles[sel], weights=block_bytes[sel],
+                                                   minlength=ntiles).astype(np.int64)
     by_category["vertex_state"] = vertex_state
     always_bytes = np.bincount(block_tiles[always & used], weights=block_bytes[always & used],
                                minlength=ntiles).astype(np.int64) if nblocks else np.zeros(ntiles, np.int64)

@@ -7,6 +7,9 @@ tensor's storage on one tile (see ``xla_lowering.program.ProgramBuilder``).
 """
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
+
 import numpy as np
 
 from kernels.program import COPY_COLUMNS, plain_copy_rows
@@ -24,6 +27,40 @@ OFFSET_MASK = (1 << OFFSET_BITS) - 1
 
 def block_of(sym):
     return np.asarray(sym) >> OFFSET_BITS
+
+
+class _SymsCache:
+    """Which tensors keep their per-element addresses: the most recently used ones, up to ``budget`` bytes.
+
+    Entries hold weak references: a tensor that is no longer used frees its addresses as before."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.bytes = 0
+        self._entries: OrderedDict[int, tuple] = OrderedDict()    # id(tensor) -> (weak reference, nbytes)
+
+    def add(self, t, nbytes: int) -> None:
+        key = id(t)
+        self._entries[key] = (weakref.ref(t, lambda _r, key=key: self._forget(key)), nbytes)
+        self.bytes += nbytes
+        while self.bytes > self.budget and len(self._entries) > 1:
+            old, (ref, n) = self._entries.popitem(last=False)
+            self.bytes -= n
+            victim = ref()
+            if victim is not None:
+                victim._elem_syms = None
+
+    def touch(self, t) -> None:
+        if id(t) in self._entries:
+            self._entries.move_to_end(id(t))
+
+    def _forget(self, key: int) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[1]
+
+
+_SYMS_CACHE = _SymsCache(256 << 20)
 
 
 class DTensor:
@@ -57,13 +94,24 @@ class DTensor:
     def itemsize(self) -> int:
         return self.shape.itemsize
 
-    def element_syms(self) -> np.ndarray:
-        """Symbolic byte address of every element, in row-major order (computed once)."""
-        if self._elem_syms is None:
-            isz = self.itemsize
-            first = np.repeat(self.syms - self.starts * isz, self.counts)
-            self._elem_syms = first + np.arange(self.size, dtype=np.int64) * isz
-        return self._elem_syms
+    def element_syms(self, cache: bool = True) -> np.ndarray:
+        """Symbolic byte address of every element, in row-major order (read-only).
+
+        Recently used tensors keep theirs (``_SymsCache``, bounded in bytes): a compile reads the same tensor
+        several times in a row, but keeping every tensor's per-element addresses for the whole compile would cost
+        more host memory than the program itself. ``cache=False``: compute without keeping it (a destination
+        written once)."""
+        if self._elem_syms is not None:
+            _SYMS_CACHE.touch(self)
+            return self._elem_syms
+        isz = self.itemsize
+        out = np.repeat(self.syms - self.starts * isz, self.counts)
+        out += np.arange(self.size, dtype=np.int64) * isz
+        out.flags.writeable = False
+        if cache:
+            self._elem_syms = out
+            _SYMS_CACHE.add(self, out.nbytes)
+        return out
 
     def element_tiles(self) -> np.ndarray:
         return np.repeat(self.tiles, self.counts)
@@ -112,7 +160,24 @@ def copy_runs(dst_syms: np.ndarray, src_syms: np.ndarray, itemsize: int) -> np.n
     src_syms = np.ascontiguousarray(src_syms, np.int64)
     if _copyplan is None:  # pragma: no cover - the Cython extensions are not built
         return _copy_runs_numpy(dst_syms, src_syms, itemsize)
-    runs = _copyplan.element_runs(dst_syms, src_syms, itemsize)
+    return _rows_from_runs(_copyplan.element_runs(dst_syms, src_syms, itemsize))
+
+
+def gather_copy_runs(dst: DTensor, src_elem_syms: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``copy_runs(dst.element_syms(), src_elem_syms[index], dst.itemsize)`` without making the per-element
+    destination and source address arrays (a gather from one source straight into copy rows)."""
+    isz = dst.itemsize
+    index = np.ascontiguousarray(index, np.int64).reshape(-1)
+    if _copyplan is None:  # pragma: no cover - the Cython extensions are not built
+        return copy_runs(dst.element_syms(cache=False), np.asarray(src_elem_syms)[index], isz)
+    first = np.ascontiguousarray(dst.syms - dst.starts * isz, np.int64)
+    runs = _copyplan.gather_runs(first, np.ascontiguousarray(dst.counts, np.int64),
+                                 np.ascontiguousarray(src_elem_syms, np.int64), index, isz)
+    return _rows_from_runs(runs)
+
+
+def _rows_from_runs(runs: np.ndarray) -> np.ndarray:
+    """Copy rows from ``element_runs``' runs: ordered by (destination block, source block), then merged."""
     if len(runs) < 2:
         return plain_copy_rows(runs)
     key = runs[:, 0] >> OFFSET_BITS
@@ -122,7 +187,10 @@ def copy_runs(dst_syms: np.ndarray, src_syms: np.ndarray, itemsize: int) -> np.n
         order = np.arange(len(runs), dtype=np.int64)
     else:
         order = np.argsort(key, kind="stable").astype(np.int64)
-    return _copyplan.merge_runs(runs, order)
+    rows = _copyplan.merge_runs(runs, order)
+    if rows.base is not None and rows.base.nbytes > rows.nbytes:
+        rows = rows.copy()      # the merged rows only: the program keeps them, not the buffer they were cut from
+    return rows
 
 
 def _copy_runs_numpy(dst_syms: np.ndarray, src_syms: np.ndarray, itemsize: int) -> np.ndarray:

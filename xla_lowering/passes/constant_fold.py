@@ -17,7 +17,7 @@ from __future__ import annotations
 from xla_lowering.hlo.ir import Computation, Instruction, Module, Shape
 from xla_lowering.hlo.reference import ELEMENTWISE_OPS, Evaluator, evaluate_instruction
 
-from .dce import insert_before, remove_dead, replace_uses
+from .dce import remove_dead
 
 MAX_FOLDED_ELEMENTS = 64 * 1024
 NEVER_FOLD = frozenset({"parameter", "constant", "iota", "broadcast", "rng", "rng-bit-generator",
@@ -62,13 +62,22 @@ def _fold(inst: Instruction, evaluator: Evaluator) -> list[Instruction] | None:
 
 def fold_computation(comp: Computation, evaluator: Evaluator) -> bool:
     changed = False
-    for inst in list(comp.instructions):  # in order, so chains fold in one sweep
+    # in order, so chains fold in one sweep; a folded instruction's users (all after it) are pointed at its
+    # replacement when the sweep reaches them (one pass, not a scan of the computation per folded instruction)
+    replaced: dict[int, Instruction] = {}
+    out: list[Instruction] = []
+    for inst in comp.instructions:
+        if replaced and any(id(op) in replaced for op in inst.operands):
+            inst.operands = [replaced.get(id(op), op) for op in inst.operands]
         new = _fold(inst, evaluator)
         if new:
-            insert_before(comp, inst, new)
-            replace_uses(comp, inst, new[-1])
+            out.extend(new)
+            replaced[id(inst)] = new[-1]
             changed = True
+        out.append(inst)
     if changed:
+        comp.instructions = out
+        comp.root = replaced.get(id(comp.root), comp.root)
         remove_dead(comp)
     return changed
 

@@ -145,36 +145,19 @@ def _signature(data) -> str:
 
 
 @contextlib.contextmanager
-def _interrupts_held():
-    """Hold Ctrl-C back while the block runs (so that variables are never half assigned); deliver it after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-        if caught and callable(previous):
-            previous(signal.SIGINT, caught[0])
-        elif caught:
-            raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _interrupt_stops(engine):
-    """Ctrl-C during an execution ends its infeed loop after the current step (a step is never cut in half); the
-    KeyboardInterrupt is raised when the block ends."""
+def _interrupts_held(on_interrupt=None):
+    """Hold Ctrl-C back while the block runs (so that variables are never half assigned) and deliver it after;
+    ``on_interrupt`` is called when it arrives (to stop a running infeed loop after its current step)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = []
 
-    def stop(signum, frame):
+    def hold(signum, frame):
         caught.append(frame)
-        engine.stop = True
-    previous = signal.signal(signal.SIGINT, stop)
+        if on_interrupt is not None:
+            on_interrupt()
+    previous = signal.signal(signal.SIGINT, hold)
     try:
         yield
     finally:
@@ -278,7 +261,8 @@ class IPUStepFunction:
         resident.prepare(engine, prog.resident)
         prof = None
         try:
-            with _interrupt_stops(engine):
+            # Ctrl-C ends the infeed loop after the current step (a step is never cut in half), then is raised
+            with _interrupts_held(lambda: setattr(engine, "stop", True)):
                 try:
                     outs, prof = engine.run(inputs, iterations=len(batches))
                 finally:

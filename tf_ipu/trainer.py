@@ -204,8 +204,7 @@ class IPUStepFunction:
     def compile(self, data):
         """Compile the step for batches like ``data`` (e.g. ``(x, y)`` of one batch) without running it, as a
         benchmark's initialisation does; returns the executable. Later calls with that shape compile nothing."""
-        data = tf.nest.map_structure(lambda a: None if a is None else tf.convert_to_tensor(a), data)
-        return self._program(data).compiled.exe
+        return self._program(_as_tensors(data)).compiled.exe
 
     def __call__(self, data):
         if self.kind == "predict":
@@ -238,10 +237,8 @@ class IPUStepFunction:
 
     # --- one execution: an infeed loop over batches of one signature -------------------------------------------
     def _execute(self, batches: list):
-        """Run the step once per batch in one device execution; the outputs of the last step (for predict: of every
-        step, stacked)."""
-        batches = [tf.nest.map_structure(lambda a: None if a is None else tf.convert_to_tensor(a), d)
-                   for d in batches]
+        """Run the step once per batch (tensors, of one signature) in one device execution; the outputs of the last
+        step (for predict: of every step, stacked)."""
         prog = self._program(batches[0])
         engine = prog.compiled.engine
         exe = prog.compiled.exe
@@ -249,7 +246,7 @@ class IPUStepFunction:
         inputs = []
         for p, spec in zip(prog.inputs, exe.inputs):
             kind, what = prog.params[p]
-            dtype = dtypes_numpy(spec.dtype)
+            dtype = _NUMPY_DTYPES[spec.dtype]
             if kind == "data":
                 value = np.stack([np.asarray(ls[what].numpy()).astype(dtype, copy=False).reshape(spec.dims)
                                   for ls in leaves])
@@ -421,20 +418,21 @@ def _structure(data) -> str:
     return show(data)
 
 
+def _as_tensors(data):
+    return tf.nest.map_structure(lambda a: None if a is None else tf.convert_to_tensor(a), data)
+
+
 def _by_signature(batches: list) -> list[list]:
-    """Consecutive batches of the same shapes, in order (a partial last batch is a group of its own)."""
+    """The batches as tensors, in runs of consecutive batches of the same shapes (a partial last batch is a run of
+    its own)."""
     groups, last = [], None
-    for d in batches:
-        sig = _signature(tf.nest.map_structure(lambda a: None if a is None else tf.convert_to_tensor(a), d))
+    for d in map(_as_tensors, batches):
+        sig = _signature(d)
         if sig != last:
             groups.append([])
             last = sig
         groups[-1].append(d)
     return groups
-
-
-def dtypes_numpy(name: str):
-    return np.dtype(_NUMPY_DTYPES[name])
 
 
 def _next(iterator):

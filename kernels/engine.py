@@ -279,12 +279,14 @@ class Engine:
             p = g.params
             if g.codelet == "expr":
                 expr_codelet.run_expression(mem, g.records, p["code"], p["in_dt"], p["in_scalar"], p["out_dt"],
-                                            p["out_slot"], p["nslots"], p["fconst"], p["iconst"])
+                                            p["out_slot"], p["nslots"], p["fconst"], p["iconst"], p.get("in_bcast"))
             elif g.codelet == "reduce_expr":
                 expr_codelet.run_reduce_expression(mem, g.records, p["code"], p["in_dt"], p["out_slots"], p["nacc"],
                                                    p["nslots"], p["fconst"], p["iconst"])
             elif g.codelet == "matmul":
                 matmul_codelet.run_matmul(mem, g.records, p["in_dt"], p["out_dt"], p.get("ta", False), p.get("tb", False))
+            elif g.codelet == "conv":
+                matmul_codelet.run_conv(mem, g.records, p["in_dt"], p["out_dt"], p.get("tb", False))
             elif g.codelet == "reduce":
                 reduce_codelet.run_reduce(mem, g.records, p["op"], p["in_dt"], p["out_dt"], p["init_dt"])
             elif g.codelet == "rng":

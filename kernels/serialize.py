@@ -52,8 +52,9 @@ from .program import (CODELETS, FED, ComputeSet, Copy, Execute, If, Repeat, Sequ
                       VertexGroup, While)
 
 MAGIC = b"\x89IPUEXE\n"
-FORMAT_VERSION = 2        # 2: infeed loops (fed streams, Repeat count FED), resident tensors, strided copy rows
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3        # 2: infeed loops (fed streams, Repeat count FED), resident tensors, strided copy rows
+                          # 3: broadcast-mode expression inputs (the expr param "in_bcast")
+READABLE_VERSIONS = (1, 2, 3)
 HEADER = struct.Struct("<8sIIQQQ24x")         # magic, version, reserved, json length, data offset, data length
 ALIGN = 64
 DIGEST = 32                                   # SHA-256 trailer
@@ -620,3 +621,23 @@ def _check_execute(step: Execute, exe: Executable, size: int, where: str) -> Non
             addrs = rec[:, list(g.addr_cols)]
             if (addrs < 0).any() or (addrs > size).any():
                 raise ExecutableFormatError(f"{at}: an address outside device memory ({size} bytes)")
+        if g.codelet == "expr" and g.params.get("in_bcast") is not None:
+            _check_broadcast_inputs(g, size, at)
+
+
+def _check_broadcast_inputs(g: VertexGroup, size: int, where: str) -> None:
+    """An expression's broadcast-mode inputs (param ``in_bcast``, rows (inner, col) per input, inner 0 for the
+    others): each vertex reads M elements from its input address, with (q, M) in record columns col, col + 1."""
+    bc, rec, in_dt = g.params["in_bcast"], g.records, g.params["in_dt"]
+    nin = len(in_dt)
+    if not isinstance(bc, np.ndarray) or bc.dtype != np.int64 or bc.shape != (nin, 2):
+        raise ExecutableFormatError(f"{where}: in_bcast must be int64 rows (inner, column), one per input ({nin})")
+    for i in np.flatnonzero(bc[:, 0]):
+        inner, col = int(bc[i, 0]), int(bc[i, 1])
+        if inner < 0 or not 2 + nin <= col < rec.shape[1] - 1 or g.params["in_scalar"][i] or (2 + i) not in g.addr_cols:
+            raise ExecutableFormatError(f"{where}: broadcast input {i} with inner {inner} and columns {col}, {col + 1}")
+        q, m = rec[:, col], rec[:, col + 1]
+        isz = {c: dtypes.itemsize(d) for d, c in dtypes.CODES.items()}.get(int(in_dt[i]), size + 1)
+        if len(rec) and ((q < 0).any() or (m < 1).any() or (rec[:, 2 + i] + m * isz > size).any()):
+            raise ExecutableFormatError(f"{where}: broadcast input {i}: a vertex's vector lies outside device memory "
+                                        f"({size} bytes) or has no elements")

@@ -304,20 +304,31 @@ def fusions(comp):
 
 
 def check_fusion_invariants(module):
-    """Every fusion: >= 2 elementwise ops, operands rank-0 or full dims, only the root escapes;
-    and no elementwise producer that should have been fused was left outside its only consumer."""
+    """Every fusion: >= 2 elementwise ops (or one, reading a vector through a cyclic broadcast); operands rank-0,
+    full dims, or read through a cyclic broadcast; only the root escapes; and no elementwise producer that should
+    have been fused was left outside its only consumer."""
     for comp in fusion.fusible_computations(module):
         users = comp.users()
         for f in fusions(comp):
             body = f.called["fused"]
             assert f.attrs == {"kind": "expression"}
             assert [p.shape for p in body.parameters] == [o.shape for o in f.operands]
-            assert all(o.shape.rank == 0 or o.shape.dims == f.shape.dims for o in f.operands)
-            assert sum(i.opcode in ELEMENTWISE_OPS for i in body.instructions) >= 2
+            body_users = body.users()
+            vector_broadcasts = 0
+            for p in body.parameters:
+                if p.shape.rank == 0 or p.shape.dims == f.shape.dims:
+                    continue
+                assert body_users[p] and all(u.opcode == "broadcast" and fusion.broadcast_cycle(u) is not None
+                                             for u in body_users[p]), f"{p} is not read through a cyclic broadcast"
+                vector_broadcasts += p.shape.size > 1
+            assert sum(i.opcode in ELEMENTWISE_OPS for i in body.instructions) >= (1 if vector_broadcasts else 2)
             for i in body.instructions:
                 assert i.opcode in ELEMENTWISE_OPS | {"parameter", "constant", "broadcast"}
-                if i.opcode in ("constant", "broadcast"):
-                    assert i.shape.rank == 0 or i.operands[0].shape.rank == 0
+                if i.opcode == "constant":
+                    assert i.shape.rank == 0
+                if i.opcode == "broadcast":
+                    assert i.operands[0].shape.rank == 0 or (i.operands[0].opcode == "parameter"
+                                                              and fusion.broadcast_cycle(i) is not None)
         for inst in comp.instructions:
             if inst.opcode not in ELEMENTWISE_OPS or inst is comp.root or not users[inst]:
                 continue
@@ -365,17 +376,51 @@ def test_fusion_single_output_and_singletons():
 
 def test_fusion_dims_and_duplicated_broadcasts():
     b = Builder()
-    x, v = b.param("f32", (2, 3)), b.param("f32", (3,))
-    row = b.broadcast(v, (2, 3), (1,))  # not a rank-0 broadcast: stays outside, as an operand
+    x, v, m = b.param("f32", (2, 3)), b.param("f32", (3,)), b.param("f32", (3, 2))
+    row = b.broadcast(v, (2, 3), (1,))  # a cyclic broadcast of a vector: pulled in, v is the operand
+    flipped = b.broadcast(m, (2, 3), (1, 0))  # a transposing broadcast is not cyclic: stays outside
     half = b.broadcast(b.const(0.5), (2, 3))
     t = b.op("tanh", b.op("multiply", x, half))
-    u = b.op("add", t, row)
+    u = b.op("add", b.op("add", t, row), flipped)
     out2 = b.op("subtract", x, half)  # `half` is used by two groups: each gets its own copy
     other = b.op("sine", b.op("cosine", out2))
-    after = run_pass(fusion.run, b.module(b.tuple(u, other, half)))
+    after = run_pass(fusion.run, b.module(b.tuple(u, other, half, row)))
     f1, f2 = fusions(after.entry)
-    assert f1.operands == [x, row] and f2.operands == [x]
-    assert after.entry.root.operands[2] is half  # the original broadcast stays for its other user
+    assert f1.operands == [x, v, flipped] and f2.operands == [x]
+    assert [i.opcode for i in f1.called["fused"].instructions if i.operands and i.operands[0].opcode == "parameter"
+            and i.operands[0].shape.dims == (3,)] == ["broadcast"]
+    assert after.entry.root.operands[2] is half  # the original broadcasts stay for their other users
+    assert after.entry.root.operands[3] is row
+    check_fusion_invariants(after)
+
+
+def test_broadcast_cycle_patterns():
+    b = Builder()
+
+    def cycle(op_dims, out_dims, dimensions):
+        return fusion.broadcast_cycle(b.broadcast(b.param("f32", op_dims), out_dims, dimensions))
+
+    assert cycle((256,), (8, 8, 8, 256), (3,)) == (1, 256)               # bias add: the inner dim
+    assert cycle((1, 1, 512), (8, 1, 1, 512), (1, 2, 3)) == (1, 512)      # size-1 dims left out
+    assert cycle((5,), (4, 5, 6), (1,)) == (6, 5)                        # a middle dim
+    assert cycle((5, 6), (4, 5, 6), (1, 2)) == (1, 30)
+    assert cycle((5, 6), (5, 1, 6, 7), (0, 2)) == (7, 30)                # contiguous once size-1 dims are out
+    assert cycle((4, 6), (4, 5, 6), (0, 2)) is None                      # dim 1 (size 5) in between
+    assert cycle((6, 5), (4, 5, 6), (2, 1)) is None                      # a transposition
+    assert cycle((), (4, 5), ()) == (20, 1)                              # a scalar
+    assert cycle((1, 1), (4, 5), (0, 1)) == (20, 1)
+
+
+def test_single_op_with_a_vector_broadcast_is_a_fusion():
+    b = Builder()
+    x, v, s = b.param("f32", (4, 5, 6)), b.param("f32", (5,)), b.param("f32", ())
+    y = b.op("multiply", x, b.broadcast(v, (4, 5, 6), (1,)))        # one op: still fused, v read in place
+    z = b.op("add", x, b.broadcast(s, (4, 5, 6)))                   # one op with a scalar: left alone
+    w = b.op("add", x, b.broadcast(b.param("f32", (6, 5)), (4, 5, 6), (2, 1)))  # not cyclic: left alone
+    after = run_pass(fusion.run, b.module(b.tuple(y, z, w)))
+    (f,) = fusions(after.entry)
+    assert f.operands == [x, v] and opcodes(f.called["fused"]) == ["parameter", "parameter", "broadcast", "multiply"]
+    assert [o.opcode for o in after.entry.root.operands] == ["fusion", "add", "add"]
     check_fusion_invariants(after)
 
 
@@ -456,9 +501,14 @@ def elementwise_modules(draw):
     dims = draw(st.sampled_from([(), (3,), (2, 3)]))
     values = [b.param("f32", dims) for _ in range(draw(st.integers(1, 3)))]
     scalar = b.param("f32", ())
+    vector = b.param("f32", dims[:1])          # broadcast along the outer dim (cyclic: fused as a vector input)
     pick = lambda: values[draw(st.integers(0, len(values) - 1))]  # noqa: E731
     for _ in range(draw(st.integers(1, 14))):
-        kind = draw(st.sampled_from(["unary", "binary", "binary", "const", "scalar", "reshape", "noop", "select"]))
+        kind = draw(st.sampled_from(["unary", "binary", "binary", "const", "scalar", "vector", "reshape", "noop",
+                                     "select"]))
+        if kind == "vector":
+            values.append(b.op(draw(st.sampled_from(BINARY)), pick(), b.broadcast(vector, dims, (0,) if dims else ())))
+            continue
         if kind == "unary":
             values.append(b.op(draw(st.sampled_from(UNARY)), pick()))
         elif kind == "binary":
@@ -539,9 +589,10 @@ def test_pipeline_stages_and_trace():
                                         "verify"]
     assert all(op == "tuple" for _, op in seen)
     assert after.aliases == [Alias((1,), 1)]
-    # maximum+exponential fuse; the softmax divide is one op with a non-scalar broadcast: not fused
-    assert opcodes(after.entry) == ["parameter", "parameter", "dot", "constant", "fusion", "reduce", "broadcast",
-                                    "divide", "tuple"]
+    # maximum+exponential fuse; the softmax divide is one op reading the row sums through a cyclic broadcast: a
+    # fusion of its own, and the broadcast is not materialized
+    assert opcodes(after.entry) == ["parameter", "parameter", "dot", "constant", "fusion", "reduce", "fusion",
+                                    "tuple"]
     check_fusion_invariants(after)
     reparsed = parse_module(after.to_text())  # the fused module prints as HLO text that parses back
     assert [len(fusions(c)) for c in reparsed.computations()] == [len(fusions(c)) for c in after.computations()]

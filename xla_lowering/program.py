@@ -206,5 +206,63 @@ class ProgramBuilder:
         self._scalar_cache[key] = (s, out)
         return out
 
+    def windows_per_tile(self, s: DTensor, tiles: np.ndarray, first: np.ndarray, lengths: np.ndarray, block: int,
+                         origin: str = "") -> DTensor:
+        """Windows of a vector on tiles (a broadcast operand's share of each tile, one exchange): window k, on
+        ``tiles[k]``, holds elements (first[k] + j) % s.size for j < lengths[k]; it is region k of the result.
+
+        A window is either the whole vector or whole blocks of ``block`` elements (the last block of the vector
+        may be shorter), and it is copied block by block (and piece by piece of the vector): every tile receives
+        runs from the same small set, a multicast that the source tiles send once."""
+        key = ("windows", id(s), id(self._stack[-1]), tiles.tobytes(), first.tobytes(), lengths.tobytes(), block)
+        hit = self._scalar_cache.get(key)
+        if hit is not None and hit[0] is s:
+            return hit[1]
+        vec = s
+        size, isz = s.size, s.itemsize
+        n = -(-size // block)
+        if len(s.counts) > n:
+            # a vector in more pieces than blocks (a reduction's output, an element or two a tile): first laid out
+            # a block a tile, so that a tile's window is a descriptor or two, not one per piece
+            gkey = ("blocks", id(s), id(self._stack[-1]), block)
+            ghit = self._scalar_cache.get(gkey)
+            if ghit is not None and ghit[0] is s:
+                s = ghit[1]
+            else:
+                first_tile = (next(self._rotate) * 97) % self.num_tiles
+                starts = np.arange(n) * block
+                t = self.add_tensor(s.shape.with_dims((size,)), (first_tile + np.arange(n)) % self.num_tiles, starts,
+                                    np.minimum(block, size - starts), f"{s.name}/blocks", "temporary", origin)
+                self._scalar_cache[gkey] = (s, t)
+                s = self.rearrange(t, [s], np.arange(size), name=f"gather/{s.name}", origin=origin)
+        starts = np.cumsum(lengths) - lengths
+        out = self.add_tensor(s.shape.with_dims((int(lengths.sum()),)), tiles, starts, lengths, f"{vec.name}/windows",
+                              "temporary", origin)
+        # rows: a whole vector in one run; other windows (which start at a block) block by block, wrapping at the end
+        whole = lengths == size
+        nrun = np.where(whole, 1, -(-lengths // block) + 1)                # enough blocks; the extra are dropped
+        win = np.repeat(np.arange(len(lengths)), nrun)
+        j = np.arange(len(win)) - np.repeat(np.cumsum(nrun) - nrun, nrun)
+        p = np.where(whole[win], 0, ((first[win] // block + j) % n) * block)
+        run = np.where(whole[win], size, np.minimum(block, size - p))
+        done = np.cumsum(run) - run
+        done -= np.repeat(done[np.cumsum(nrun) - nrun], nrun)              # elements of the window before the run
+        run = np.minimum(run, lengths[win] - done)
+        ok = run > 0
+        dst, p, run = (out.syms[win] + done * isz)[ok], p[ok], run[ok]
+        # a run crossing the vector's pieces (tiles) is one row per piece: still the same runs for every tile
+        r0 = np.searchsorted(s.starts, p, side="right") - 1
+        npieces = np.searchsorted(s.starts, p + run - 1, side="right") - r0
+        k = np.repeat(np.arange(len(p)), npieces)
+        r = np.repeat(r0, npieces) + np.arange(len(k)) - np.repeat(np.cumsum(npieces) - npieces, npieces)
+        lo = np.maximum(p[k], s.starts[r])
+        hi = np.minimum(p[k] + run[k], s.starts[r] + s.counts[r])
+        rows = np.stack([dst[k] + (lo - p[k]) * isz, s.syms[r] + (lo - s.starts[r]) * isz, (hi - lo) * isz],
+                        axis=1).astype(np.int64)
+        if len(rows):
+            self.add(Copy(f"window/{vec.name}", rows, origin))
+        self._scalar_cache[key] = (vec, out)
+        return out
+
     def steps(self):
         return walk(self.root)

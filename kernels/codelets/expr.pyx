@@ -14,6 +14,8 @@ from libc.stdint cimport int64_t, uint64_t, uint8_t, int32_t, uint32_t
 from libc.string cimport memcpy
 from ._common cimport *
 
+import numpy as np
+
 DEF BLOCK = 256
 
 cdef enum:
@@ -187,10 +189,58 @@ cdef inline int64_t popcount64(uint64_t x) noexcept nogil:
     return c
 
 
+cdef void load_broadcast(double* fd, int64_t* id_, const uint8_t* p, int n, int dt, int64_t inner, int64_t pos,
+                         int64_t m) noexcept nogil:
+    """Element j of the block is element ((pos + j) // inner) % m of the vector at p (a broadcast-mode input): runs
+    of ``inner`` equal values, or (inner 1) the vector itself, wrapping after m elements."""
+    cdef int64_t g = (pos // inner) % m
+    cdef int64_t r = pos % inner
+    cdef int64_t j = 0, run, t
+    cdef int isz = elem_bytes(dt)
+    cdef bint flt = is_float(dt)
+    cdef double fv
+    cdef int64_t iv
+    while j < n:
+        if inner == 1:
+            run = m - g
+        else:
+            run = inner - r
+        if run > n - j:
+            run = n - j
+        if inner == 1:
+            if dt == DT_F32:
+                for t in range(run):
+                    fd[j + t] = (<const float*>p)[g + t]
+            elif flt:
+                for t in range(run):
+                    fd[j + t] = load_f(p + (g + t) * isz, dt)
+            else:
+                for t in range(run):
+                    id_[j + t] = load_i(p + (g + t) * isz, dt)
+            g = 0
+        else:
+            if flt:
+                fv = load_f(p + g * isz, dt)
+                for t in range(run):
+                    fd[j + t] = fv
+            else:
+                iv = load_i(p + g * isz, dt)
+                for t in range(run):
+                    id_[j + t] = iv
+            r = 0
+            g = g + 1
+            if g == m:
+                g = 0
+        j = j + run
+
+
 cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
                       const uint8_t* const* in_ptrs, const int64_t* in_step, const int32_t* in_dt,
-                      const double[::1] fconst, const int64_t[::1] iconst) noexcept nogil:
-    """Evaluate the program over n (<= BLOCK) elements; results stay in the slots."""
+                      const double[::1] fconst, const int64_t[::1] iconst,
+                      const int64_t* b_inner=NULL, const int64_t* b_pos=NULL, const int64_t* b_mod=NULL) noexcept nogil:
+    """Evaluate the program over n (<= BLOCK) elements; results stay in the slots. Input i is in broadcast mode
+    when b_inner is given and b_inner[i] > 0: element j is element ((b_pos[i] + j) // b_inner[i]) % b_mod[i] of
+    the vector at in_ptrs[i]."""
     cdef Py_ssize_t pc, j
     cdef int op, dst, a, b, c, dtd, dts, sh
     cdef double* fd
@@ -226,7 +276,9 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
         if op == OP_LOAD:
             p = in_ptrs[a]
             step = in_step[a]
-            if flt:
+            if b_inner != NULL and b_inner[a] > 0:
+                load_broadcast(fd, id_, p, n, dtd, b_inner[a], b_pos[a], b_mod[a])
+            elif flt:
                 if dtd == DT_F32 and step == 4:
                     for j in range(n):
                         fd[j] = (<const float*>p)[j]
@@ -575,12 +627,15 @@ cdef inline int64_t ipow(int64_t base, int64_t e, int dt) noexcept nogil:
 
 def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_t[:, ::1] code,
                    const int32_t[::1] in_dt, const int64_t[::1] in_scalar, int out_dt, int out_slot,
-                   int nslots, const double[::1] fconst, const int64_t[::1] iconst):
+                   int nslots, const double[::1] fconst, const int64_t[::1] iconst, in_bcast=None):
     """Run one compute set of expression vertices.
 
-    records[v] = [n, out_addr, in_addr_0, ..., in_addr_k]: vertex v evaluates ``n`` elements; addresses are
+    records[v] = [n, out_addr, in_addr_0, ..., in_addr_k, ...]: vertex v evaluates ``n`` elements; addresses are
     absolute byte addresses in ``mem`` (tile base + offset). ``in_scalar[i]`` is 1 when input i is a single
-    element used for every output element. Vertices write disjoint outputs, so they run in parallel.
+    element used for every output element. ``in_bcast`` (int64 [inputs, 2], optional): row i = (inner, col) puts
+    input i in broadcast mode when inner > 0: the vertex's element k is element ((q + k) // inner) % M of the
+    vector at in_addr_i, with q = records[v, col] and M = records[v, col + 1]. Vertices write disjoint outputs, so
+    they run in parallel.
     """
     cdef Py_ssize_t nv = records.shape[0], nin = in_dt.shape[0]
     cdef Py_ssize_t v, i, start, cnt
@@ -588,6 +643,11 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
     cdef int64_t* I
     cdef const uint8_t** ptrs
     cdef int64_t* steps
+    cdef int64_t* bpos
+    cdef int64_t* bmod
+    cdef int64_t[::1] binner = np.zeros(nin + 1, np.int64)
+    cdef int64_t[::1] bcol = np.zeros(nin + 1, np.int64)
+    cdef bint any_bcast = False
     cdef uint8_t* base = &mem[0]
     cdef uint8_t* out
     cdef int osz = elem_bytes(out_dt)
@@ -597,6 +657,17 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
     cdef int nt
     if nv == 0:
         return
+    if in_bcast is not None:
+        bc = np.asarray(in_bcast, np.int64).reshape(-1, 2)
+        if bc.shape[0] != nin:
+            raise ValueError(f"in_bcast has {bc.shape[0]} rows for {nin} inputs")
+        for i in range(nin):
+            if bc[i, 0] > 0:
+                if bc[i, 1] < 2 + nin or bc[i, 1] + 1 >= records.shape[1] or in_scalar[i]:
+                    raise ValueError(f"broadcast input {i}: bad record columns {bc[i, 1]}")
+                binner[i] = bc[i, 0]
+                bcol[i] = bc[i, 1]
+                any_bcast = True
     for v in range(nv):
         work += records[v, 0] * (code.shape[0] + 1)
     nt = host_threads(work)
@@ -605,6 +676,8 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
         I = <int64_t*>malloc(sizeof(int64_t) * BLOCK * nslots)
         ptrs = <const uint8_t**>malloc(sizeof(uint8_t*) * (nin + 1))
         steps = <int64_t*>malloc(sizeof(int64_t) * (nin + 1))
+        bpos = <int64_t*>malloc(sizeof(int64_t) * (nin + 1))
+        bmod = <int64_t*>malloc(sizeof(int64_t) * (nin + 1))
         for v in prange(nv, schedule='dynamic'):
             start = 0
             while start < records[v, 0]:
@@ -613,9 +686,18 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
                     cnt = BLOCK
                 for i in range(nin):
                     isz = elem_bytes(in_dt[i])
-                    steps[i] = 0 if in_scalar[i] else isz
-                    ptrs[i] = base + records[v, 2 + i] + (0 if in_scalar[i] else start * isz)
-                run_program(code, F, I, <int>cnt, ptrs, steps, &in_dt[0], fconst, iconst)
+                    if binner[i] > 0:
+                        steps[i] = 0
+                        ptrs[i] = base + records[v, 2 + i]
+                        bpos[i] = records[v, bcol[i]] + start
+                        bmod[i] = records[v, bcol[i] + 1]
+                    else:
+                        steps[i] = 0 if in_scalar[i] else isz
+                        ptrs[i] = base + records[v, 2 + i] + (0 if in_scalar[i] else start * isz)
+                if any_bcast:
+                    run_program(code, F, I, <int>cnt, ptrs, steps, &in_dt[0], fconst, iconst, &binner[0], bpos, bmod)
+                else:
+                    run_program(code, F, I, <int>cnt, ptrs, steps, &in_dt[0], fconst, iconst)
                 out = base + records[v, 1] + start * osz
                 if is_float(out_dt):
                     if out_dt == DT_F32:
@@ -632,6 +714,8 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
         free(I)
         free(ptrs)
         free(steps)
+        free(bpos)
+        free(bmod)
 
 
 

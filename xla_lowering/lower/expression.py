@@ -2,11 +2,14 @@
 
 The program is rows of [op, dst, a, b, c, dst_dtype, src_dtype] (see kernels/expr_ops.py). Each HLO value gets a
 slot; parameters load the vertex's inputs, rank-0 constants become immediates, broadcasts of rank-0 values
-are free (a slot holds a block of equal values).
+are free (a slot holds a block of equal values). A parameter that is the operand of a cyclic broadcast
+(``passes.fusion.broadcast_cycle``: output element i reads operand element (i // inner) % C) is an input in
+*broadcast mode* (``ExprProgram.in_bcast``): the broadcast loads it, and the lowering gives each vertex the part of
+the vector its elements read.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,6 +18,7 @@ from kernels.expr_ops import BINARY, OPS, UNARY
 
 from ..errors import UnsupportedOpError
 from ..hlo.ir import Computation, Instruction
+from ..passes.fusion import broadcast_cycle
 
 ELEMENTWISE = (UNARY | BINARY | {"compare", "select", "clamp", "convert"}) - {"const", "load", "copy"}
 
@@ -31,6 +35,7 @@ class ExprProgram:
     fconst: np.ndarray
     iconst: np.ndarray
     ops: list[str]              # op names, for the cycle estimate
+    in_bcast: list = field(default_factory=list)   # per input: (inner, C) in broadcast mode, else None
 
 
 def compile_computation(comp: Computation) -> ExprProgram:
@@ -54,6 +59,7 @@ def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProg
     rows, ops = [], []
     fconst, iconst = [], []
     nslots = [0]
+    bcast = _broadcast_inputs(instructions, inputs)
 
     def new_slot() -> int:
         nslots[0] += 1
@@ -85,6 +91,8 @@ def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProg
         return key
 
     for inst in instructions:
+        if inst in inputs and inputs[inst] in bcast:
+            continue                                   # loaded by its broadcast
         if (inst.opcode in ("broadcast", "reshape", "bitcast", "copy") and inst not in inputs
                 and inst.operands[0].shape.size == 1) or (inst.opcode == "tuple" and inst is root):
             dst = -1                                   # no slot of its own (an alias, or the outputs' tuple)
@@ -94,6 +102,8 @@ def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProg
         opc = inst.opcode
         if inst in inputs:
             emit("load", dst, inputs[inst], dtd=dt, dts=dt)
+        elif opc == "broadcast" and inst.operands[0] in inputs and inputs[inst.operands[0]] in bcast:
+            emit("load", dst, inputs[inst.operands[0]], dtd=dt, dts=dt)
         elif opc == "constant":
             if inst.shape.size != 1:
                 raise UnsupportedOpError(inst, "only one-element constants can be part of an expression")
@@ -140,4 +150,23 @@ def _compile(instructions, root, inputs: dict, in_dtypes: list[str]) -> ExprProg
                        out_slot=slot[outs[0]], out_dtype=outs[0].shape.dtype, out_slots=[slot[o] for o in outs],
                        out_dtypes=[o.shape.dtype for o in outs], in_dtypes=in_dtypes,
                        fconst=np.array(fconst or [0.0], np.float64), iconst=np.array(iconst or [0], np.int64),
-                       ops=ops)
+                       ops=ops, in_bcast=[bcast.get(k) for k in range(len(in_dtypes))])
+
+
+def _broadcast_inputs(instructions, inputs: dict) -> dict[int, tuple[int, int]]:
+    """Input number -> (inner, C) of the inputs read through a cyclic broadcast of a vector (broadcast mode).
+    Such an input must be read by broadcasts only, all repeating it the same way."""
+    out: dict[int, tuple[int, int]] = {}
+    for inst in instructions:
+        if inst.opcode == "broadcast" and inst not in inputs and inst.operands[0] in inputs \
+                and inst.operands[0].shape.size > 1:
+            cycle = broadcast_cycle(inst)
+            k = inputs[inst.operands[0]]
+            if cycle is None or out.get(k, cycle) != cycle:
+                raise UnsupportedOpError(inst, "a broadcast inside an expression must repeat its operand "
+                                               "cyclically along the output (per-channel vectors)")
+            out[k] = cycle
+    for inst in instructions:
+        if inst.opcode != "broadcast" and any(o in inputs and inputs[o] in out for o in inst.operands):
+            raise UnsupportedOpError(inst, "an expression input read through a broadcast is read directly too")
+    return out

@@ -3,6 +3,11 @@
 The output takes the tile mapping of its first full-size operand; other operands are copied to that mapping
 when theirs differs, and one-element operands are broadcast to every tile that needs them, so each vertex
 reads only its own tile's memory. One vertex per region (split into chunks for the host's threads).
+
+An input in broadcast mode (a per-channel vector that the expression repeats cyclically: output element i reads
+vector element (i // inner) % C) is never materialized at the output's size: each tile receives only the part of
+the vector its vertices read (``broadcast_windows``), and the vertex indexes that part (the codelet's broadcast
+load), as PopLibs' broadcast-operand vertices do.
 """
 from __future__ import annotations
 
@@ -31,6 +36,66 @@ def vertex_chunks(t: DTensor, chunk: int = CHUNK):
     return region[keep], offset[keep], count[keep]
 
 
+def broadcast_windows(b, vec: DTensor, inner: int, first: np.ndarray, count: np.ndarray, vtiles: np.ndarray,
+                      origin: str = ""):
+    """Per-tile parts of ``vec`` (C elements) for vertices reading output elements [first, first + count), output
+    element i being vector element (i // inner) % C. Returns per vertex (base address, q, M): the vertex's element
+    k is element ((q + k) // inner) % M of the part at the base address.
+
+    A vertex needs the L = min(C, groups it touches) elements from w0 = (first // inner) % C on, circularly: an arc
+    of the circle of C elements. The circle is cut into blocks of ``block`` elements (a power of two near the
+    vertices' typical L); a tile gets the union of the blocks its vertices' arcs touch, as runs of blocks that are
+    contiguous on the circle (so duplicates and overlaps cost one copy), or the whole vector once when it needs
+    every block. Whole blocks are what make the exchange a broadcast: every tile receives the same few
+    (source, length) runs, which the source tile sends once. A vertex reads its arc at an offset o into its tile's
+    part: q = o * inner + first % inner."""
+    c = vec.size
+    w0 = (first // inner) % c
+    length = np.minimum(c, (first + count - 1) // inner - first // inner + 1)
+    block = max(-(-32 // vec.itemsize), 1 << int(np.ceil(np.log2(max(1.0, float(np.median(length)))))))
+    block = min(block, c)
+    n = -(-c // block)                                   # blocks on the circle (the last may be shorter)
+    # the arcs as pieces of [0, c) in block units: a wrapping arc is two pieces; tile t's pieces are shifted to
+    # t * 2n, so that pieces of different tiles never touch
+    span = 2 * n
+    wrap = w0 + length > c
+    lo = np.concatenate([w0, np.zeros(int(wrap.sum()), np.int64)]) // block
+    hi = -(-np.concatenate([np.minimum(w0 + length, c), (w0 + length - c)[wrap]]) // block)
+    shift = np.concatenate([vtiles, vtiles[wrap]]) * span
+    order = np.argsort(lo + shift, kind="stable")
+    lo, hi = (lo + shift)[order], (hi + shift)[order]
+    # merge overlapping or adjacent pieces (sorted by start: a piece starts a new arc past the running end)
+    reach = np.maximum.accumulate(hi)
+    new = np.concatenate([[True], lo[1:] > reach[:-1]])
+    arc_lo = lo[new]
+    arc_hi = np.maximum.reduceat(hi, np.flatnonzero(new))
+    arc_tile = arc_lo // span
+    a_lo, a_hi = arc_lo - arc_tile * span, arc_hi - arc_tile * span
+    # close the circle: a tile's arc ending at block n continues with its arc starting at block 0
+    first_of_tile = np.concatenate([[True], arc_tile[1:] != arc_tile[:-1]])
+    last_of_tile = np.concatenate([arc_tile[1:] != arc_tile[:-1], [True]])
+    head = np.flatnonzero(first_of_tile)                 # per tile: its first arc, and its last
+    tail = np.flatnonzero(last_of_tile)
+    join = (a_lo[head] == 0) & (a_hi[tail] == n) & (head != tail)
+    target = np.arange(len(arc_lo))
+    target[head[join]] = tail[join]
+    nblocks = a_hi - a_lo
+    nblocks[tail[join]] += nblocks[head[join]]
+    keep = np.ones(len(arc_lo), bool)
+    keep[head[join]] = False
+    renumber = np.cumsum(keep) - 1
+    # each vertex's arc: the one holding its first element w0
+    which = renumber[target[np.searchsorted(arc_lo, vtiles * span + w0 // block, side="right") - 1]]
+    sb, nb, tiles = a_lo[keep], nblocks[keep], arc_tile[keep]
+    start = sb * block
+    end = sb + nb                                        # in blocks, past n when the arc wraps
+    size = np.where(end <= n, np.minimum(c, end * block), c + np.minimum(c, (end - n) * block)) - start
+    offset = (w0 - start[which]) % c
+    assert np.all((offset + length <= size[which]) | (size[which] == c)), "a vertex's window left its tile's arc"
+    windows = b.windows_per_tile(vec, tiles, start, size, block, origin)
+    return windows.syms[which], offset * inner + first % inner, size[which]
+
+
 def expression(b, prog: ExprProgram, operands: list[DTensor], out_shape, name: str, origin: str = "",
                out: DTensor | None = None, cycles=None) -> DTensor:
     """Evaluate ``prog`` elementwise over ``operands`` into a new tensor of ``out_shape``. ``cycles``: a function
@@ -38,7 +103,9 @@ def expression(b, prog: ExprProgram, operands: list[DTensor], out_shape, name: s
     running ``prog`` (by default, the expression's own cost)."""
     n = out_shape.size
     scalar = [o.size == 1 and n != 1 for o in operands]
-    full = [o for o, s in zip(operands, scalar) if not s]
+    bcast = [(prog.in_bcast[i] if i < len(prog.in_bcast) else None) if not s else None
+             for i, s in enumerate(scalar)]
+    full = [o for o, s, bc in zip(operands, scalar, bcast) if not s and bc is None]
     if out is None:
         if full:
             anchor = max(full, key=lambda o: len(np.unique(o.tiles)))
@@ -49,22 +116,34 @@ def expression(b, prog: ExprProgram, operands: list[DTensor], out_shape, name: s
     vtiles = out.tiles[region]
     out_isz = out.itemsize
     cols = [count, out.syms[region] + offset * out_isz]
+    extra = []                             # per broadcast-mode input: its (q, M) record columns
+    in_bcast = np.zeros((len(operands), 2), np.int64)
     for i, (o, s) in enumerate(zip(operands, scalar)):
         if s:
             used = np.unique(vtiles)
             per_tile = b.scalar_per_tile(o, used, origin)
             cols.append(per_tile.syms[np.searchsorted(used, vtiles)])
+        elif bcast[i] is not None:
+            inner = bcast[i][0]
+            addr, q, m = broadcast_windows(b, o, inner, out.starts[region] + offset, count, vtiles, origin)
+            cols.append(addr)
+            in_bcast[i] = (inner, 2 + len(operands) + len(extra))
+            extra += [q, m]
         else:
             local = b.aligned(o, out, f"{name}/in{i}", origin)
             cols.append(local.syms[region] + offset * local.itemsize)
-    records = np.stack(cols, axis=1).astype(np.int64)
+    naddr = len(cols)
+    records = np.stack(cols + extra, axis=1).astype(np.int64)
+    params = {}
+    if extra:   # absent: no input in broadcast mode (as in executables written before it existed)
+        params["in_bcast"] = in_bcast
     work_dtype = max([o.dtype for o in operands] + [out.dtype], key=lambda d: dtypes.itemsize(d))
     group = VertexGroup(
-        "expr", records, addr_cols=tuple(range(1, records.shape[1])), tiles=vtiles,
+        "expr", records, addr_cols=tuple(range(1, naddr)), tiles=vtiles,
         cycles=cycles(count) if cycles is not None else cyc.expr_cycles(b.device, count, prog.ops, work_dtype),
         params=dict(code=prog.code, in_dt=np.array([dtypes.code(d) for d in prog.in_dtypes], np.int32),
                     in_scalar=np.array(scalar, np.int64), out_dt=dtypes.code(prog.out_dtype),
-                    out_slot=prog.out_slot, nslots=prog.nslots, fconst=prog.fconst, iconst=prog.iconst))
+                    out_slot=prog.out_slot, nslots=prog.nslots, fconst=prog.fconst, iconst=prog.iconst, **params))
     b.execute(name, [group], origin)
     return out
 

@@ -5,16 +5,22 @@ output dims, grown from a root towards its operands. The fusion replaces the gro
 
     fusion(operands...), kind='expression', called={'fused': computation}
 
-whose parameters are the fusion's operands in order of first use; every operand is rank-0 or has the
-fusion's full dims. Rules:
+whose parameters are the fusion's operands in order of first use; every operand is rank-0, has the
+fusion's full dims, or is the operand of a cyclic broadcast (below). Rules:
 
 - one output per fusion: an instruction joins a group only if all of its users are in the group, so
   only the root is used outside it;
-- broadcasts of rank-0 values and rank-0 constants that feed the group are copied into it (the scalar
-  becomes the operand, a constant is inlined); they are cheap, so the originals stay for other users;
+- broadcasts of one-element values and rank-0 constants that feed the group are copied into it (the
+  scalar becomes the operand, a constant is inlined); they are cheap, so the originals stay for other users;
+- so are *cyclic* broadcasts (``broadcast_cycle``): a per-channel vector broadcast along the inner dims
+  (bias add, batch-norm scale and shift). The vector becomes the operand and the vertex reads it in
+  broadcast mode, as PopLibs' broadcast-operand vertices do, instead of a materialized activation-sized copy.
+  Each fusion gets its own copy of the broadcast (it costs nothing in the vertex); the original stays for
+  users that are not elementwise;
 - an elementwise op joins only if each of its operands is rank-0 or has its output dims;
-- a group with fewer than two elementwise instructions is left alone: the lowering runs a single
-  elementwise op directly, and a broadcast feeding it stays a broadcast;
+- a group with fewer than two elementwise instructions is left alone (the lowering runs a single
+  elementwise op directly, and a scalar broadcast feeding it stays a broadcast), unless one of its operands
+  is a cyclic broadcast of a vector: then it is a fusion of one op, so that the broadcast is not materialized;
 - the fusion instruction keeps the root's metadata (the TF op users will see in errors).
 
 Groups are formed in the entry and in computations reached through control flow (while, conditional,
@@ -39,6 +45,36 @@ def _is_fusible(inst: Instruction) -> bool:
 
 def _is_scalar_broadcast(inst: Instruction, dims) -> bool:
     return inst.opcode == "broadcast" and inst.operands[0].shape.rank == 0 and inst.shape.dims == dims
+
+
+def broadcast_cycle(inst: Instruction) -> tuple[int, int] | None:
+    """(inner, C) when the broadcast ``inst`` repeats its operand cyclically along the output's flat index:
+    output element i is operand element (i // inner) % C, with C the operand's size. That holds when the
+    operand's dims of size > 1 map, in order, onto a run of output dims that is contiguous once the output's
+    size-1 dims are left out; inner is the product of the output dims after that run. None otherwise."""
+    if inst.opcode != "broadcast" or inst.shape.is_tuple:
+        return None
+    operand, out = inst.operands[0].shape.dims, inst.shape.dims
+    mapped = [d for d, n in zip(inst.attrs.get("dimensions", ()), operand) if n != 1]
+    size = inst.operands[0].shape.size
+    if not mapped:
+        return (max(1, inst.shape.size), size)            # a one-element operand: a scalar
+    if mapped != sorted(mapped) or any(out[d] != 1 for d in range(mapped[0], mapped[-1] + 1) if d not in mapped):
+        return None
+    inner = 1
+    for n in out[mapped[-1] + 1:]:
+        inner *= n
+    return inner, size
+
+
+def _is_cyclic_broadcast(inst: Instruction, dims) -> bool:
+    """A broadcast that an expression reads in place (a one-element or cyclically repeated operand)."""
+    return (inst.opcode == "broadcast" and inst.shape.dims == dims and inst.operands[0].shape.rank > 0
+            and broadcast_cycle(inst) is not None)
+
+
+def _is_vector_broadcast(inst: Instruction, dims) -> bool:
+    return _is_cyclic_broadcast(inst, dims) and inst.operands[0].shape.size > 1
 
 
 def _is_scalar_constant(inst: Instruction) -> bool:
@@ -67,7 +103,7 @@ def find_groups(comp: Computation) -> list[list[Instruction]]:
                         ids.add(op.id)
                         grew = True
         assigned |= ids
-        if len(members) >= 2:
+        if len(members) >= 2 or any(_is_vector_broadcast(op, dims) for op in root.operands):
             groups.append(sorted(members, key=lambda i: position[i.id]))
     return groups
 
@@ -88,6 +124,13 @@ def make_fusion(group: list[Instruction], index: int) -> Instruction:
             new = Instruction("constant", op.shape, attrs=dict(op.attrs))
         elif _is_scalar_broadcast(op, dims):
             new = Instruction("broadcast", op.shape, [value_of(op.operands[0])], dict(op.attrs))
+        elif _is_cyclic_broadcast(op, dims):
+            # a parameter of the operand's shape for this broadcast alone (another broadcast of the same
+            # operand may repeat it another way)
+            param = Instruction("parameter", op.operands[0].shape, attrs={"number": len(operands)})
+            operands.append(op.operands[0])
+            body.append(param)
+            new = Instruction("broadcast", op.shape, [param], dict(op.attrs))
         else:
             if op.id not in params:
                 params[op.id] = Instruction("parameter", op.shape, attrs={"number": len(operands)})

@@ -41,9 +41,18 @@ def matmul_cycles(device: DeviceModel, m: np.ndarray, n: np.ndarray, k: np.ndarr
     return VERTEX_OVERHEAD + np.ceil(m * n * k / macs).astype(np.int64) + m * n // 2
 
 
-def reduce_cycles(device: DeviceModel, rows: np.ndarray, row_len: np.ndarray, dtype: str) -> np.ndarray:
+def reduce_cycles(device: DeviceModel, rows: np.ndarray, row_len: np.ndarray, dtype: str,
+                  column=False) -> np.ndarray:
+    """Reduce vertices of ``rows`` outputs of ``row_len`` elements each. Contiguous rows are vectorised along the
+    row (a descriptor per row); ``column`` records (the outputs adjacent in memory, a row's elements strided, as
+    the first stage over channels-last data reads them) are vectorised across the outputs, as PopLibs' strided
+    reduce vertex does: one vector op per vector of outputs and element, a loop step per element."""
     vec = _vector_width(device, dtype)
-    return VERTEX_OVERHEAD + rows * (ROW_OVERHEAD + np.ceil(row_len / vec).astype(np.int64))
+    rows, row_len = np.asarray(rows, np.int64), np.asarray(row_len, np.int64)
+    by_row = rows * (ROW_OVERHEAD + np.ceil(row_len / vec).astype(np.int64))
+    out_vecs = np.ceil(rows / vec).astype(np.int64)
+    by_column = ROW_OVERHEAD * out_vecs + row_len * (out_vecs + 1)
+    return VERTEX_OVERHEAD + np.where(column, by_column, by_row)
 
 
 def rng_cycles(device: DeviceModel, n: np.ndarray, dtype: str, normal: bool) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Reduce codelet: each vertex reduces contiguous rows held on its tile.
 
-records[v] = [in_addr, out_addr, rows, row_len, row_stride, elem_stride]: out[r] = op over k of
-in[r * row_stride + k * elem_stride]; rows are either contiguous (row layout) or interleaved (column layout,
-which keeps the copies that feed partials into it long). Floats accumulate in
-double and are rounded to the output type once (the device accumulates f16 in f32 partials); integers in
-int64 wrapped to their type. The reduction planner (xla_lowering/mapping/reduce_plan.py) arranges rows.
+records[v] = [in_addr, out_addr, rows, row_len, row_stride, elem_stride, init_addr]: out[r] = op over k of
+in[r * row_stride + k * elem_stride]; rows are either contiguous (row layout) or interleaved (column layout:
+the first stage over channels-last data, whose channels are adjacent and a channel's elements K2 apart).
+Floats accumulate in double and are rounded to the output type once (the device accumulates f16 in f32
+partials); integers in int64 wrapped to their type. The reduction planner (xla_lowering/mapping/reduce_plan.py) arranges rows.
 """
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint8_t
@@ -62,7 +62,7 @@ cdef void reduce_rows(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t ro
     cdef double* facc
     cdef int64_t* iacc
     cdef const float* f32
-    cdef double acc
+    cdef double acc, x
     if is_float(in_dt):
         facc = <double*>malloc(sizeof(double) * (rows + 1))
         for r in range(rows):
@@ -78,6 +78,20 @@ cdef void reduce_rows(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t ro
             for r in range(rows):
                 for k in range(k0, row_len):
                     facc[r] = fcombine(facc[r], load_f(src + (r * row_stride + k) * isz, in_dt), op)
+        elif in_dt == DT_F32 and op == R_ADD:
+            # column layout, f32 sum: element k of every row, then k + 1 (each row still in k order)
+            for k in range(k0, row_len):
+                f32 = <const float*>(src + k * elem_stride * 4)
+                for r in range(rows):
+                    facc[r] = facc[r] + f32[r * row_stride]
+        elif in_dt == DT_F32 and op == R_MAX:
+            # as fcombine: a NaN accumulator stays, a NaN element is taken
+            for k in range(k0, row_len):
+                f32 = <const float*>(src + k * elem_stride * 4)
+                for r in range(rows):
+                    x = f32[r * row_stride]
+                    if not isnan(facc[r]) and (isnan(x) or x > facc[r]):
+                        facc[r] = x
         else:
             # column layout: consecutive rows are adjacent, so the inner loop runs along memory
             for k in range(k0, row_len):

@@ -28,7 +28,7 @@ from . import register_lowering
 from .expression import compile_computation
 from .popops_data import pad_index
 from .popops_elementwise import expression
-from .popops_reduce import reduce_generic, reduce_index, reduce_rows, simple_reducer
+from .popops_reduce import reduce_dims, reduce_generic, reduce_rows, simple_reducer
 
 MAX_WINDOW_ELEMENTS = 1 << 25      # staged window elements (outputs x window size) one reduce-window may use
 
@@ -279,9 +279,9 @@ def lower_select_and_scatter(ctx, operand: DTensor, source: DTensor, init: DTens
 # --- batch normalisation ---------------------------------------------------------------------------------
 def _feature_sum(b, t: DTensor, f: int, name: str, origin: str) -> DTensor:
     dims = t.shape.dims
-    index = reduce_index(dims, [d for d in range(len(dims)) if d != f])
     zero = b.constant(np.zeros((), t.shape.np_dtype), t.shape.with_dims(()), f"{name}/zero", origin)
-    return reduce_rows(b, t, index, zero, "add", t.shape.with_dims((dims[f],)), name, origin)
+    return reduce_dims(b, t, [d for d in range(len(dims)) if d != f], zero, "add", t.shape.with_dims((dims[f],)),
+                       name, origin)
 
 
 def _per_feature(b, v: DTensor, like: DTensor, f: int, name: str, origin: str) -> DTensor:

@@ -21,6 +21,7 @@ CODELETS: dict[str, tuple[str, ...]] = {
     "expr": ("code", "in_dt", "in_scalar", "out_dt", "out_slot", "nslots", "fconst", "iconst"),
     "reduce_expr": ("code", "in_dt", "out_slots", "nacc", "nslots", "fconst", "iconst"),
     "matmul": ("in_dt", "out_dt"),
+    "conv": ("in_dt", "out_dt"),
     "reduce": ("op", "in_dt", "out_dt", "init_dt"),
     "rng": ("distribution", "out_dt", "stream"),
     "dyn_gather": ("esz", "idx_dt", "idx_sz", "dim_size", "win", "row_step", "oi_off"),

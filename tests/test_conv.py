@@ -20,7 +20,7 @@ from xla_lowering.compiler import CompileOptions, compile_module
 from xla_lowering.hlo import reference
 from xla_lowering.hlo.ir import Instruction, Shape
 from xla_lowering.hlo.text import parse_module
-from xla_lowering.lower.poplin_conv import conv_index_maps
+from xla_lowering.lower.poplin_conv import Patches, _geometry, conv_index_maps
 
 from tensorflow.compiler.tf2xla.python import xla  # noqa: E402
 from tensorflow.compiler.xla import xla_data_pb2  # noqa: E402
@@ -297,6 +297,45 @@ def test_index_maps_match_reference(case, reversal, seed):
     np.testing.assert_array_equal(got, want)
 
 
+@given(case=general_case(), reversal=st.lists(st.booleans(), min_size=3, max_size=3),
+       blocks=st.tuples(st.integers(1, 7), st.integers(1, 9)))
+@settings(max_examples=150)
+def test_patch_boxes_read_the_patches_map(case, reversal, blocks):
+    """Every block of the patches, read from its tile's input box at moff[m] + koff[k] (the conv vertex's
+    worklists), is the block of the im2col map: padding, holes of the base dilation and blocks padded past M or
+    K read zero."""
+    d, fg, bg, (n, c, spatial), (o, i, kernel), win, perms = case
+    window = tuple(dict(size=kernel[k], stride=s, pad_low=lo, pad_high=hi, window_dilation=rd, base_dilation=ld,
+                        reversal=reversal[k]) for k, (s, (lo, hi), ld, rd) in enumerate(win))
+    x_dims = _place((n, c, *spatial), perms[0])
+    out_spatial = [((spatial[k] - 1) * ld + 1 + lo + hi - (kernel[k] - 1) * rd - 1) // s + 1
+                   for k, (s, (lo, hi), ld, rd) in enumerate(win)]
+    dn = {f: getattr(_dnums(d, perms), f) for f in (
+        "input_batch_dimension", "input_feature_dimension", "kernel_input_feature_dimension",
+        "kernel_output_feature_dimension", "output_batch_dimension", "output_feature_dimension")}
+    dn.update({f: tuple(getattr(_dnums(d, perms), f)) for f in (
+        "input_spatial_dimensions", "kernel_spatial_dimensions", "output_spatial_dimensions")})
+    w_dims = _place((o, i, *kernel), perms[1])
+    out = _place((n // bg, o, *out_spatial), perms[2])
+    geo = _geometry(x_dims, w_dims, out, dn, window, fg, bg)
+    patches = Patches(geo, x_dims, dn)
+    A = patches.full_map()
+    G, M, K = A.shape
+    Mb, Kb = min(blocks[0], M), min(blocks[1], K)
+    g, im, ik = (a.reshape(-1) for a in np.meshgrid(np.arange(G), np.arange(-(-M // Mb)), np.arange(-(-K // Kb)),
+                                                     indexing="ij"))
+    index, start, size, moff, koff = patches.blocks(g, im, ik, Mb, Kb)
+    for v in range(len(g)):
+        box = index[start[v]:start[v] + size[v]]
+        pos = moff[v][:, None] + koff[v][None, :]
+        got = np.where((moff[v][:, None] >= 0) & (koff[v][None, :] >= 0), box[np.clip(pos, 0, size[v] - 1)], -1)
+        want = np.full((Mb, Kb), -1, np.int64)
+        blk = A[g[v], im[v] * Mb:(im[v] + 1) * Mb, ik[v] * Kb:(ik[v] + 1) * Kb]
+        want[:blk.shape[0], :blk.shape[1]] = blk
+        np.testing.assert_array_equal(got, want)
+        assert ((pos < size[v]) | (moff[v][:, None] < 0) | (koff[v][None, :] < 0)).all()
+
+
 # --- layout of the result ----------------------------------------------------------------------------
 def _copy_names(fn, *args):
     exe = get_strategy().compile(fn, tuple(tf.constant(a) for a in args))
@@ -310,6 +349,23 @@ def test_result_is_a_view_of_the_matmul(fmt, x_shape):
     names = _copy_names(lambda x, w: tf.nn.conv2d(x, w, 1, "SAME", data_format=fmt), _data(0, x_shape),
                         _data(1, (3, 3, 4, 8)))
     assert not any(n.endswith("/layout") for n in names), names
+
+
+def test_conv_reads_input_boxes_not_im2col():
+    """A 3x3 NHWC convolution: conv vertices read their patches from input boxes (in the tiles' memory, with the
+    worklists as constants), and the boxes hold fewer elements than the im2col blocks they replace."""
+    from kernels.program import Execute
+    x, w = _data(0, (2, 12, 12, 16)), _data(1, (3, 3, 16, 8))
+    fn = lambda x, w: tf.nn.conv2d(x, w, 1, "SAME")
+    assert_matches_tf(fn, x, w, loose=True)
+    exe = get_strategy().compile(fn, (tf.constant(x), tf.constant(w)))
+    groups = [g for s in walk(exe.program) if isinstance(s, Execute) for g in s.cs.groups if g.codelet == "conv"]
+    assert groups
+    rec = np.concatenate([g.records for g in groups])
+    box_elems, im2col_elems = rec[:, 7].sum(), (rec[:, 3] * rec[:, 5]).sum()
+    assert box_elems < im2col_elems, (box_elems, im2col_elems)
+    assert any(s.name.endswith("/patch_boxes") for s in walk(exe.program) if isinstance(s, Copy))
+    assert not any(s.name.endswith("/lhs_blocks") for s in walk(exe.program) if isinstance(s, Copy))
 
 
 # --- Keras -----------------------------------------------------------------------------------------

@@ -339,6 +339,27 @@ def test_matmul_large_f32():
     assert_matches_tf(lambda a, b: tf.matmul(a, b), a, b, loose=True)
 
 
+@pytest.mark.parametrize("dtype", [F32, F16, S32], ids=dtype_id)
+@examples(6)
+@given(m=st.integers(1, 12), n=st.integers(1, 12), k=st.integers(2000, 9000), batch=st.integers(1, 3), seed=seeds)
+def test_matmul_long_k_partials_reduced_where_they_are(dtype, m, n, k, batch, seed):
+    """A long contraction is split over tiles (K parts); each output block's partials are summed by the K-part
+    tiles themselves, one chunk each, from one run per tile (``k_parts`` copy), not gathered element by element."""
+    rng = _rng(seed)
+    a, b = _matmul_data(rng, (batch, m, k), dtype), _matmul_data(rng, (batch, k, n), dtype)
+    fn = lambda a, b: tf.matmul(a, b)
+    assert_matches_tf(fn, a, b, loose=True, reference="xla" if dtype == F16 else "eager")
+    from kernels.program import Copy, walk
+    exe = get_strategy().compile(fn, (tf.constant(a), tf.constant(b)))
+    parts = [s for s in walk(exe.program) if isinstance(s, Copy) and s.name.endswith("/k_parts")]
+    assert parts, [s.name for s in walk(exe.program) if isinstance(s, Copy)]
+    mem = exe.device.tile_memory
+    for step in parts:              # every tile receives at most one run from each tile of its output block
+        dst, src = step.rows[:, 0] // mem, step.rows[:, 1] // mem
+        pairs = dst * exe.device.num_tiles + src
+        assert len(np.unique(pairs)) == len(pairs) and (step.rows[:, 3] == 1).all()
+
+
 # --- reductions ----------------------------------------------------------------------------------
 REDUCTIONS = {"sum": tf.reduce_sum, "mean": tf.reduce_mean, "max": tf.reduce_max, "min": tf.reduce_min,
               "prod": tf.reduce_prod}

@@ -383,6 +383,47 @@ def test_run_matmul(in_dt, out_dt):
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1, A.shape[1]))
 
 
+@pytest.mark.parametrize("in_dt,out_dt", [("f32", "f32"), ("f16", "f32"), ("s32", "s32"), ("f64", "f64")])
+@pytest.mark.parametrize("tb", [False, True])
+def test_run_conv(in_dt, out_dt, tb):
+    """Conv vertices read patch (m, k) from box[moff[m] + koff[k]] (zero where either offset is -1) and multiply
+    by B ([K, N], or [N, K] when tb): runs of consecutive koff, scattered ones, padded rows and columns."""
+    rng = np.random.default_rng(6)
+    m = Memory()
+    records, cases = [], []
+    for M, N, K, nbox in [(5, 3, 9, 40), (16, 8, 32, 200), (1, 1, 1, 1), (7, 4, 12, 60)]:
+        make = (lambda shape: rng.integers(-50, 50, shape)) if in_dt == "s32" else rng.standard_normal
+        box = np.asarray(make(nbox)).astype(dtypes.NUMPY[in_dt])
+        B = np.asarray(make((K, N))).astype(dtypes.NUMPY[in_dt])
+        moff = rng.integers(0, max(1, nbox // 2), M)
+        koff = np.concatenate([np.arange(K // 2), rng.integers(0, max(1, nbox - nbox // 2), K - K // 2)])
+        if M > 1:
+            moff[rng.integers(0, M)] = -1
+        if K > 1:
+            koff[-1] = -1
+        koff = np.minimum(koff, nbox - 1 - moff.max())
+        A = np.where((moff[:, None] >= 0) & (koff[None, :] >= 0), box[(moff[:, None] + koff[None, :]).clip(0)], 0)
+        wl = m.put(np.concatenate([moff, koff]).astype(np.int32))
+        c = m.zeros(M * N, dtypes.NUMPY[out_dt])
+        records.append([m.put(box), m.put(np.ascontiguousarray(B.T) if tb else B), c, M, N, K, wl, nbox])
+        cases.append((A, B, c))
+    matmul_codelet.run_conv(m.mem, np.array(records, np.int64), C(in_dt), C(out_dt), tb)
+    for A, B, c in cases:
+        M, N = A.shape[0], B.shape[1]
+        got = m.get(c, M * N, dtypes.NUMPY[out_dt]).reshape(M, N)
+        want = A.astype(np.float64) @ B.astype(np.float64)
+        if in_dt == "s32":
+            np.testing.assert_array_equal(got, want.astype(np.int32))
+        else:
+            tol = 1e-12 if in_dt == "f64" else 1e-5
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1, A.shape[1]))
+    # a worklist reading past its box is refused, not followed
+    bad = np.array(records, np.int64)
+    bad[:, 7] = 1
+    with pytest.raises(ValueError, match="outside their input box"):
+        matmul_codelet.run_conv(m.mem, bad, C(in_dt), C(out_dt), tb)
+
+
 # --- reduce codelet --------------------------------------------------------------------------------
 REDUCE_OPS = {"add": (0, np.sum), "multiply": (1, np.prod), "maximum": (2, np.max), "minimum": (3, np.min),
               "and": (4, np.bitwise_and.reduce), "or": (5, np.bitwise_or.reduce), "xor": (6, np.bitwise_xor.reduce)}

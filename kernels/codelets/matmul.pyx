@@ -6,6 +6,7 @@ widened to f32 and accumulated in f32, as the AMP does with FP32 partials; integ
 """
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t, uint8_t, int32_t
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 from ._common cimport *
@@ -94,3 +95,86 @@ def run_matmul(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int o
         else:
             gemm_generic(base + records[v, 0], base + records[v, 1], base + records[v, 2],
                          <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], in_dt, out_dt, ta, tb)
+
+
+def run_conv(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int out_dt, bint tb=False):
+    """Convolution vertices: the AMP reading its patches straight from an input box on the tile.
+
+    records[v] = [box_addr, b_addr, c_addr, M, N, K, worklist_addr, box_elems]: the worklist holds int32
+    moff[M] then koff[K]; patch entry (m, k) is box element moff[m] + koff[k] (zero where either is -1), and
+    C[M, N] = patches @ B (B stored [K, N], or [N, K] when ``tb``). A worklist that reads outside its box is
+    refused.
+    """
+    cdef Py_ssize_t nv = records.shape[0], v
+    cdef uint8_t* base = &mem[0]
+    cdef int64_t work = 0
+    cdef int nt, bad = 0
+    if nv == 0:
+        return
+    for v in range(nv):
+        work += records[v, 3] * records[v, 4] * records[v, 5]
+    nt = host_threads(work // 16)
+    for v in prange(nv, nogil=True, schedule='dynamic', num_threads=nt):
+        if conv_vertex(base, records[v, 0], records[v, 1], records[v, 2], <int>records[v, 3], <int>records[v, 4],
+                       <int>records[v, 5], records[v, 6], records[v, 7], in_dt, out_dt, tb) != 0:
+            bad = bad + 1
+    if bad:
+        raise ValueError(f"{bad} convolution vertices have worklists that read outside their input box")
+
+
+cdef int conv_vertex(uint8_t* base, int64_t box_addr, int64_t b_addr, int64_t c_addr, int M, int N, int K,
+                     int64_t wl_addr, int64_t box_elems, int in_dt, int out_dt, bint tb) noexcept nogil:
+    cdef const int32_t* moff = <const int32_t*>(base + wl_addr)
+    cdef const int32_t* koff = moff + M
+    cdef const uint8_t* box = base + box_addr
+    cdef int isz = elem_bytes(in_dt)
+    cdef int m, k, r, nruns = 0
+    cdef int64_t mmax = -1, kmax = -1
+    cdef int* run_k
+    cdef int* run_len
+    cdef uint8_t* A
+    for m in range(M):
+        if moff[m] > mmax:
+            mmax = moff[m]
+    for k in range(K):
+        if koff[k] > kmax:
+            kmax = koff[k]
+    if mmax + kmax >= box_elems:
+        return 1
+    # the columns as runs of consecutive box offsets (a run of -1 columns reads zeros)
+    run_k = <int*>malloc(sizeof(int) * 2 * (K + 1))
+    run_len = run_k + K + 1
+    k = 0
+    while k < K:
+        r = 1
+        if koff[k] >= 0:
+            while k + r < K and koff[k + r] == koff[k] + r:
+                r = r + 1
+        else:
+            while k + r < K and koff[k + r] < 0:
+                r = r + 1
+        run_k[nruns] = k
+        run_len[nruns] = r
+        nruns = nruns + 1
+        k = k + r
+    A = <uint8_t*>malloc(<size_t>M * K * isz + 1)
+    for m in range(M):
+        if moff[m] < 0:
+            memset(A + <size_t>m * K * isz, 0, <size_t>K * isz)
+            continue
+        for r in range(nruns):
+            k = run_k[r]
+            if koff[k] < 0:
+                memset(A + (<size_t>m * K + k) * isz, 0, <size_t>run_len[r] * isz)
+            else:
+                memcpy(A + (<size_t>m * K + k) * isz, box + (<int64_t>moff[m] + koff[k]) * isz,
+                       <size_t>run_len[r] * isz)
+    if in_dt == DT_F32 and out_dt == DT_F32:
+        gemm(<float*>A, <float*>(base + b_addr), <float*>(base + c_addr), M, N, K, False, tb)
+    elif in_dt == DT_F64 and out_dt == DT_F64:
+        gemm(<double*>A, <double*>(base + b_addr), <double*>(base + c_addr), M, N, K, False, tb)
+    else:
+        gemm_generic(A, base + b_addr, base + c_addr, M, N, K, in_dt, out_dt, False, tb)
+    free(A)
+    free(run_k)
+    return 0

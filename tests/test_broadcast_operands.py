@@ -193,7 +193,8 @@ def test_program_has_no_activation_sized_copy_of_the_vectors():
     act = 8 * 8 * 8 * 256 * 4
     tiles = exe.device.num_tiles
     copies = [st for st in walk(exe.program) if isinstance(st, Copy)]
-    assert all(_copy_bytes(c) <= tiles * 256 * 4 < act for c in copies), [(c.name, _copy_bytes(c)) for c in copies]
+    # (an exchange may carry several copies: adjacent independent ones are merged into one phase)
+    assert all(_copy_bytes(c) < act for c in copies), [(c.name, _copy_bytes(c)) for c in copies]
     assert sum(_copy_bytes(c) for c in copies) <= 2 * (tiles + 1) * 256 * 4   # the vector on each tile (+ gathered)
     groups = [g for st in walk(exe.program) if isinstance(st, Execute) for g in st.cs.groups]
     assert any(g.codelet == "expr" and "in_bcast" in g.params and (g.params["in_bcast"][:, 0] > 0).sum() == 2

@@ -12,7 +12,8 @@ from kernels.program import FED, Sequence, StreamIn, StreamOut, walk
 from .errors import UnsupportedOpError
 from .hlo.ir import Module
 from .lower.control import lower_computation  # the per-computation lowering loop (shared with control flow)
-from .mapping.memory import _step_syms, estimate_cycles, plan_memory, resolve
+from .mapping.memory import estimate_cycles, mark_used, plan_memory, resolve
+from .mapping.exchanges import merge_exchanges
 from .program import ProgramBuilder
 
 PROGRESS_DELAY_S = 2.0       # a compile that takes longer than this shows a progress bar
@@ -143,6 +144,7 @@ def compile_module(module: Module, device, options: CompileOptions | None = None
             output_map.append(k)
     t_lower = time.perf_counter()
 
+    merged = merge_exchanges(b.root)
     base, memory, steps = plan_memory(b)
     const_rows, const_data = _constant_image(b)
     resolve(b, base, steps)
@@ -157,6 +159,7 @@ def compile_module(module: Module, device, options: CompileOptions | None = None
     t_end = time.perf_counter()
     meta = {"module": module.name, "lower_seconds": t_lower - t0, "plan_seconds": t_end - t_lower,
             "compile_seconds": t_end - t0, "instructions": len(body), "steps": len(steps),
+            "merged_exchanges": merged,
             "aliases": [(a.output_index, a.parameter_number) for a in module.aliases]}
     if loop:
         meta.update(loop=True, outputs=output_map)
@@ -194,11 +197,7 @@ def _early_updates(b: ProgramBuilder, body, updates: dict, args: list, outputs: 
         owner[list(pb | nb)] = k
     last = np.full(len(candidates), -1, np.int64)
     for i, step in enumerate(body.steps):
-        syms = [a for inner in walk(Sequence([step])) for a in _step_syms(inner)]
-        if syms:
-            o = owner[np.concatenate(syms) >> 32]
-            o = np.unique(o[o >= 0])
-            last[o] = i
+        mark_used(walk(Sequence([step])), owner, last, i)
     after: dict[int, list] = {}
     for k, (param, new, _, _) in enumerate(candidates):
         dst, seq = args[param], Sequence()
@@ -219,7 +218,7 @@ def _same_storage(a, b) -> bool:
 
 
 def _blocks(tensors) -> set:
-    return {int(x) for t in tensors for x in np.unique(t.syms >> 32)}
+    return {x for t in tensors for x in (t.syms >> 32).tolist()}
 
 
 def _snapshot(b: ProgramBuilder, t, blocks: set, name: str):

@@ -1,0 +1,66 @@
+"""Merging adjacent exchanges: copies with no hazard between them run as one exchange phase.
+
+Every program step ends at a sync, so each copy the lowering rules emit costs the device a sync even when it is
+independent of the one before it (a convolution stages its input boxes and its weight blocks; an expression
+aligns several operands). Adjacent copies in a sequence whose storage does not conflict -- the later one neither
+reads nor writes what the earlier one writes, nor writes what it reads -- are one exchange: the tiles send and
+receive both sets of runs in the same phase, and the phase takes as long as its busiest tile (the cycle model
+counts the merged bytes per tile, not the sum of two phases). Conflicts are judged by storage block (a tensor's
+storage on one tile), before memory is planned, so that two tensors never alias.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.program import Copy, If, Repeat, Sequence, Switch, While
+
+from .tensor import OFFSET_BITS
+
+MAX_NAME = 160
+
+
+def merge_exchanges(seq: Sequence) -> int:
+    """Merge hazard-free adjacent copies in ``seq`` and every sequence inside it; returns the steps saved."""
+    saved = 0
+    out = []
+    run = None                # the copy being grown: [copy, written blocks, read blocks, names]
+    for step in seq.steps:
+        if isinstance(step, Repeat):
+            saved += merge_exchanges(step.body)
+        elif isinstance(step, If):
+            saved += merge_exchanges(step.then_body) + merge_exchanges(step.else_body)
+        elif isinstance(step, While):
+            saved += merge_exchanges(step.cond) + merge_exchanges(step.body)
+        elif isinstance(step, Switch):
+            saved += sum(merge_exchanges(b) for b in step.branches)
+        if not isinstance(step, Copy) or not len(step.rows):
+            run = None
+            out.append(step)
+            continue
+        dst = set(np.unique(step.rows[:, 0] >> OFFSET_BITS).tolist())
+        src = set(np.unique(step.rows[:, 1] >> OFFSET_BITS).tolist())
+        if run is not None and not (dst & run[1] or src & run[1] or dst & run[2]):
+            first = run[0]
+            first.rows = np.concatenate([first.rows, step.rows])
+            run[1] |= dst
+            run[2] |= src
+            run[3].append(step.name)
+            first.name = _merged_name(run[3])
+            saved += 1
+            continue
+        run = [step, dst, src, [step.name]]
+        out.append(step)
+    seq.steps[:] = out
+    return saved
+
+
+def _merged_name(names: list[str]) -> str:
+    """'conv.5/patch_boxes+rhs_blocks' for steps of one op, 'a + b' otherwise; long lists are cut short."""
+    head = names[0].rsplit("/", 1)[0] + "/" if "/" in names[0] else None
+    if head and all(n.startswith(head) for n in names):
+        name = head + "+".join(n[len(head):] for n in names)
+    else:
+        name = " + ".join(names)
+    if len(name) > MAX_NAME:
+        name = f"{names[0]} + {len(names) - 1} more exchanges"
+    return name

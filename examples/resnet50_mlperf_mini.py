@@ -20,6 +20,14 @@ evaluation steps are compiled for their batch shapes before run_start. Training 
 of an epoch is dropped, as MLPerf's ResNet reference does), and the evaluation batch is the largest size up to
 ``--batch-size`` that divides the evaluation set, so each step shape is compiled once.
 
+``--micro-batch-size M``: the device runs M images a step and the optimizer accumulates the gradients of
+batch-size / M steps before it updates the weights (Keras' ``gradient_accumulation_steps``), so the global batch
+stays ``--batch-size``; as Graphcore's own MLPerf ResNet-50 runs did (micro-batch x accumulation). Batch-norm
+statistics are those of each micro-batch. Use it when a batch does not fit the device's tile memory:
+
+    python examples/resnet50_mlperf_mini.py --image-size 32 --batch-size 32 --micro-batch-size 16 \
+        --dataset digits --target-accuracy 0.90 --epochs 20
+
 ``--model cnn`` swaps ResNet-50 for a small CNN (two convolutions): the same pipeline in seconds, to try options
 out. ``--tile-memory-kib K`` runs on a what-if device with K KiB per tile when the model does not fit
 the real one (the out-of-memory report is printed first); its figures are not a real IPU's.
@@ -94,7 +102,9 @@ def make_model(args, classes: int = 10) -> keras.Model:
     else:
         model = keras.applications.ResNet50(weights=None, input_shape=(args.image_size, args.image_size, 3),
                                             classes=classes)
-    model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9),
+    accumulate = args.batch_size // args.micro_batch_size
+    model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9,
+                                                 gradient_accumulation_steps=accumulate if accumulate > 1 else None),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=args.steps_per_execution)
     return model
@@ -121,8 +131,8 @@ class Run:
         with self.scope():
             self.model = make_model(args)
         x, y = train
-        self.batch = args.batch_size
-        self.eval_batch = eval_batch_size(len(evaluation[0]), args.batch_size) if evaluation else None
+        self.batch = args.micro_batch_size          # images a device step takes
+        self.eval_batch = eval_batch_size(len(evaluation[0]), args.micro_batch_size) if evaluation else None
         t0 = time.perf_counter()
         if self.strategy is not None:
             # compile the steps now, for the shapes the run uses (MLPerf counts compiling as initialisation)
@@ -167,7 +177,7 @@ class Run:
 def time_to_accuracy(run: Run, train, evaluation, log) -> None:
     args = run.args
     x, y = train
-    dataset = train_batches(x, y, args.batch_size, args.seed)
+    dataset = train_batches(x, y, args.micro_batch_size, args.seed)
     log.end(key=C.INIT_STOP)
     log.start(key=C.RUN_START)
     t_run = time.perf_counter()
@@ -190,7 +200,7 @@ def time_to_accuracy(run: Run, train, evaluation, log) -> None:
 def throughput(run: Run, train, log) -> None:
     args = run.args
     x, y = train
-    dataset = train_batches(x, y, args.batch_size, args.seed).repeat()
+    dataset = train_batches(x, y, args.micro_batch_size, args.seed).repeat()
     # warm-up: one execution before the timed steps, so that TensorFlow's XLA compile on its first step (the IPU
     # run compiled during initialisation) and first-call costs are not counted as throughput
     run.train_epoch(dataset, 0, steps=args.steps_per_execution)
@@ -216,6 +226,9 @@ def run_once(args, strategy, train, evaluation, log) -> Run:
     log.start(key=C.INIT_START)
     log.event(key=C.SEED, value=args.seed)
     log.event(key=C.GLOBAL_BATCH_SIZE, value=args.batch_size)
+    if args.micro_batch_size != args.batch_size:
+        log.event(key=C.MICRO_BATCH_SIZE, value=args.micro_batch_size)
+        log.event(key=C.GRADIENT_ACCUMULATION_STEPS, value=args.batch_size // args.micro_batch_size)
     log.event(key=C.OPT_NAME, value="sgd")
     log.event(key=C.OPT_BASE_LR, value=args.learning_rate)
     log.event(key=C.TRAIN_SAMPLES, value=len(train[0]))
@@ -242,7 +255,7 @@ def summary(title: str, run: Run, ipu: bool) -> None:
     if ipu:
         f = run.ipu_figures()
         print(f"  IPU throughput (simulated)   {f['ipu_images_per_s']:>12,.1f} images/s "
-              f"({f['cycles_per_step']:,.0f} cycles a step of {args.batch_size} at {f['clock_hz'] / 1e9:.2f} GHz, "
+              f"({f['cycles_per_step']:,.0f} cycles a step of {run.batch} at {f['clock_hz'] / 1e9:.2f} GHz, "
               f"{f['device']} with {f['tiles']} tiles)")
         print(f"  busiest tile                 {f['peak_bytes']:>12,} bytes at the peak (tile {f['peak_tile']}), "
               f"{f['always_live_bytes']:,} always live, of {f['tile_memory']:,}")
@@ -261,7 +274,10 @@ def main(argv=None) -> int:
                     help="if the model does not fit, run on a what-if device with this much memory per tile")
     ap.add_argument("--model", default="resnet50", choices=["resnet50", "cnn"])
     ap.add_argument("--image-size", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32, help="global batch: images per weight update")
+    ap.add_argument("--micro-batch-size", type=int, default=None,
+                    help="images per device step (default: the batch size); the optimizer accumulates the "
+                         "gradients of batch-size / micro-batch-size steps")
     ap.add_argument("--dataset", default="digits", choices=["digits", "synthetic"])
     ap.add_argument("--synthetic", action="store_true", help="the same as --dataset synthetic")
     ap.add_argument("--target-accuracy", type=float, default=0.90)
@@ -275,12 +291,15 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-cpu", action="store_true", help="also run the same thing with TensorFlow on the CPU")
     args = ap.parse_args(argv)
     args.synthetic = args.synthetic or args.dataset == "synthetic"
+    args.micro_batch_size = args.micro_batch_size or args.batch_size
+    if args.micro_batch_size < 1 or args.batch_size % args.micro_batch_size:
+        ap.error(f"--micro-batch-size ({args.micro_batch_size}) must divide --batch-size ({args.batch_size})")
 
     if args.log_file:
         mllog.config(filename=args.log_file)
     log = mllog.get_mllogger()
     if args.synthetic:
-        train, evaluation = synthetic(args.image_size, args.batch_size * args.steps, args.seed), None
+        train, evaluation = synthetic(args.image_size, args.micro_batch_size * args.steps, args.seed), None
     else:
         train, evaluation = digits(args.image_size, args.seed)
 
@@ -290,14 +309,22 @@ def main(argv=None) -> int:
     try:
         run = run_once(args, strategy_for(args.device), train, evaluation, log)
     except tf_ipu.TileMemoryError as e:
-        print(f"\nResNet-50 does not fit the simulated {args.device}:\n{e}", file=sys.stderr)
+        print(f"\n{args.model} does not fit the simulated {args.device} at {args.micro_batch_size} images a step:\n{e}",
+              file=sys.stderr)
         if not args.tile_memory_kib:
-            print("(--tile-memory-kib K measures it on a what-if device with K KiB per tile)", file=sys.stderr)
+            half = args.micro_batch_size // 2
+            if half >= 1 and args.batch_size % half == 0:
+                print(f"(--micro-batch-size {half} keeps the global batch of {args.batch_size} with gradient "
+                      f"accumulation over {args.batch_size // half} steps; --tile-memory-kib K measures it on a "
+                      "what-if device with K KiB per tile)", file=sys.stderr)
+            else:
+                print("(--tile-memory-kib K measures it on a what-if device with K KiB per tile)", file=sys.stderr)
             return 2
         args.device = ipu_devices.what_if(args.device, args.tile_memory_kib)
         print(f"\nrunning on the what-if device {args.device} (not a real IPU)", file=sys.stderr)
         run = run_once(args, strategy_for(args.device), train, evaluation, log)
-    what = (f"{args.model} {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+    micro = f" ({args.micro_batch_size} a step)" if args.micro_batch_size != args.batch_size else ""
+    what = (f"{args.model} {args.image_size}x{args.image_size}, batch {args.batch_size}{micro}, "
             + ("synthetic data" if args.synthetic else f"digits to {args.target_accuracy:.0%}"))
     summary(f"simulated {args.device} IPU: {what}", run, ipu=True)
     if args.compare_cpu:

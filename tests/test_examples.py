@@ -52,3 +52,20 @@ def test_mlperf_mini_synthetic_throughput_and_cpu_comparison(mlperf_mini, capsys
     out = capsys.readouterr().out
     assert "synthetic data" in out and "TensorFlow on the CPU" in out and "host time ratio" in out
     assert "(1 executable compiled)" in out                                  # no evaluation step
+
+
+def test_mlperf_mini_micro_batches_accumulate_gradients(mlperf_mini, tmp_path, capsys):
+    """--micro-batch-size: the device takes micro-batches, the optimizer updates once per global batch (Keras'
+    gradient accumulation, as Graphcore's MLPerf runs); the log says both sizes."""
+    log_file = tmp_path / "mllog.txt"
+    status = mlperf_mini.main(["--model", "cnn", "--image-size", "8", "--tiles", "64", "--epochs", "6",
+                               "--batch-size", "16", "--micro-batch-size", "8", "--target-accuracy", "0.5",
+                               "--log-file", str(log_file)])
+    assert status == 0
+    events = {e["key"]: e["value"] for e in mllog_lines(log_file)}
+    assert events["global_batch_size"] == 16 and events["micro_batch_size"] == 8
+    assert events["gradient_accumulation_steps"] == 2
+    out = capsys.readouterr().out
+    assert "batch 16 (8 a step)" in out and "cycles a step of 8" in out
+    with pytest.raises(SystemExit):
+        mlperf_mini.main(["--model", "cnn", "--batch-size", "16", "--micro-batch-size", "5"])

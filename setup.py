@@ -11,6 +11,10 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("TFIPU_DEBUG", "") not in ("", "0")
 CODELETS = ["expr", "copy", "matmul", "reduce", "rng", "dynamic", "firstfit", "copyplan"]
 
+# per codelet: the expression loops call sqrt, which vectorizes only when it need not set errno (no codelet
+# reads errno; the values are the same)
+FLAGS = {"expr": ["-fno-math-errno"]}
+
 if sys.platform == "darwin":
     omp_compile, omp_link = ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
 else:
@@ -21,7 +25,7 @@ extensions = [
         f"kernels.codelets.{name}",
         [f"kernels/codelets/{name}.pyx"],
         include_dirs=["kernels/codelets"],
-        extra_compile_args=omp_compile + (["-O0", "-g"] if DEBUG else ["-O3"]),
+        extra_compile_args=omp_compile + (["-O0", "-g"] if DEBUG else ["-O3"]) + FLAGS.get(name, []),
         extra_link_args=omp_link,
     )
     for name in CODELETS

@@ -4,7 +4,11 @@ Every elementwise HLO op (alone or fused into an expression) runs through this o
 a small register program (see kernels/expr_ops.py for the opcode table, shared with the compiler). Each vertex
 evaluates the program over ``n`` elements of its tile's memory in blocks of BLOCK elements: slots hold a block of
 values as doubles (float types) or int64 (integer types and pred), rounded or wrapped to their element type
-after every operation so that f16/f32/s32 results match the device's precision.
+after every operation so that f16/f32/s32 results match the device's precision. That interpreter (run_program) is
+the definition of every op. Programs whose float values are all f32 (most of a model's) run on a second one
+(run_program_f32) with the same results bit for bit: float slots, per-op loops the C compiler vectorizes, and
+blocks of FBLOCK elements gathered from many small vertices, so that the per-op work is not spent on a few
+elements at a time (tests/test_expr_fastpath.py compares the two).
 """
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
@@ -234,6 +238,141 @@ cdef void load_broadcast(double* fd, int64_t* id_, const uint8_t* p, int n, int 
         j = j + run
 
 
+# ---- integer ops, shared by the generic and the f32 interpreters: slots of int64, wrapped to the element type
+cdef void int_unary(int op, int dtd, int64_t* id_, const int64_t* ia, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef int sh
+    cdef int64_t step
+    if op == OP_NEG:
+        for j in range(n):
+            id_[j] = wrap_i(-ia[j], dtd)
+    elif op == OP_ABS:
+        if is_unsigned(dtd):
+            for j in range(n):
+                id_[j] = ia[j]          # |x| = x for unsigned types (u64 >= 2^63 is not negative)
+        else:
+            for j in range(n):
+                id_[j] = wrap_i(ia[j] if ia[j] >= 0 else -ia[j], dtd)
+    elif op == OP_SIGN:
+        if is_unsigned(dtd):
+            for j in range(n):
+                id_[j] = ia[j] != 0
+        else:
+            for j in range(n):
+                id_[j] = (ia[j] > 0) - (ia[j] < 0)
+    elif op == OP_NOT:
+        if dtd == DT_PRED:
+            for j in range(n):
+                id_[j] = 0 if ia[j] else 1
+        else:
+            for j in range(n):
+                id_[j] = wrap_i(~ia[j], dtd)
+    elif op == OP_POPCNT:
+        sh = bits_of(dtd)
+        for j in range(n):
+            id_[j] = popcount64(<uint64_t>ia[j] & low_mask(sh))
+    elif op == OP_CLZ:
+        sh = bits_of(dtd)
+        for j in range(n):
+            step = 0
+            while step < sh and not ((<uint64_t>ia[j] >> (sh - 1 - step)) & 1):
+                step = step + 1
+            id_[j] = step
+    elif op == OP_FLOOR or op == OP_CEIL or op == OP_ROUND_AFZ or op == OP_ROUND_EVEN:
+        for j in range(n):
+            id_[j] = ia[j]
+
+
+cdef void int_binary(int op, int dtd, int64_t* id_, const int64_t* ia, const int64_t* ib, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef int sh
+    if op == OP_ADD:
+        for j in range(n):
+            id_[j] = wrap_i(ia[j] + ib[j], dtd)
+    elif op == OP_SUB:
+        for j in range(n):
+            id_[j] = wrap_i(ia[j] - ib[j], dtd)
+    elif op == OP_MUL:
+        for j in range(n):
+            id_[j] = wrap_i(<int64_t>(<uint64_t>ia[j] * <uint64_t>ib[j]), dtd)
+    elif op == OP_DIV:
+        for j in range(n):
+            id_[j] = wrap_i(idiv(ia[j], ib[j], dtd), dtd)
+    elif op == OP_REM:
+        for j in range(n):
+            id_[j] = wrap_i(irem(ia[j], ib[j], dtd), dtd)
+    elif op == OP_MAX:
+        if dtd == DT_U64:
+            for j in range(n):
+                id_[j] = ia[j] if <uint64_t>ia[j] > <uint64_t>ib[j] else ib[j]
+        else:
+            for j in range(n):
+                id_[j] = ia[j] if ia[j] > ib[j] else ib[j]
+    elif op == OP_MIN:
+        if dtd == DT_U64:
+            for j in range(n):
+                id_[j] = ia[j] if <uint64_t>ia[j] < <uint64_t>ib[j] else ib[j]
+        else:
+            for j in range(n):
+                id_[j] = ia[j] if ia[j] < ib[j] else ib[j]
+    elif op == OP_POW:
+        for j in range(n):
+            id_[j] = ipow(ia[j], ib[j], dtd)
+    elif op == OP_AND:
+        for j in range(n):
+            id_[j] = ia[j] & ib[j]
+    elif op == OP_OR:
+        for j in range(n):
+            id_[j] = ia[j] | ib[j]
+    elif op == OP_XOR:
+        for j in range(n):
+            id_[j] = ia[j] ^ ib[j]
+    elif op == OP_SHL:
+        sh = bits_of(dtd)
+        for j in range(n):
+            id_[j] = 0 if (ib[j] < 0 or ib[j] >= sh) else wrap_i(<int64_t>(<uint64_t>ia[j] << ib[j]), dtd)
+    elif op == OP_SHR_L:
+        sh = bits_of(dtd)
+        for j in range(n):
+            id_[j] = 0 if (ib[j] < 0 or ib[j] >= sh) else wrap_i(<int64_t>((<uint64_t>ia[j] & low_mask(sh)) >> ib[j]), dtd)
+    elif op == OP_SHR_A:
+        sh = bits_of(dtd)
+        for j in range(n):
+            id_[j] = wrap_i(ia[j] >> (sh - 1 if (ib[j] < 0 or ib[j] >= sh) else ib[j]), dtd)
+
+
+cdef void int_compare(int op, int dts, int64_t* id_, const int64_t* ia, const int64_t* ib, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    if is_unsigned(dts) and dts == DT_U64:
+        for j in range(n):
+            id_[j] = ucompare(<uint64_t>ia[j], <uint64_t>ib[j], op)
+    else:
+        for j in range(n):
+            id_[j] = icompare(ia[j], ib[j], op)
+
+
+cdef void int_clamp(int dtd, int64_t* id_, const int64_t* ia, const int64_t* ib, const int64_t* ic,
+                    Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef int64_t step
+    if dtd == DT_U64:
+        for j in range(n):
+            step = ib[j]
+            if <uint64_t>step < <uint64_t>ia[j]:
+                step = ia[j]
+            if <uint64_t>step > <uint64_t>ic[j]:
+                step = ic[j]
+            id_[j] = step
+    else:
+        for j in range(n):
+            step = ib[j]
+            if step < ia[j]:
+                step = ia[j]
+            if step > ic[j]:
+                step = ic[j]
+            id_[j] = step
+
+
 cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
                       const uint8_t* const* in_ptrs, const int64_t* in_step, const int32_t* in_dt,
                       const double[::1] fconst, const int64_t[::1] iconst,
@@ -395,44 +534,7 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
                 for j in range(n):
                     id_[j] = 1 if isfinite(fa[j]) else 0
             else:
-                if op == OP_NEG:
-                    for j in range(n):
-                        id_[j] = wrap_i(-ia[j], dtd)
-                elif op == OP_ABS:
-                    if is_unsigned(dtd):
-                        for j in range(n):
-                            id_[j] = ia[j]          # |x| = x for unsigned types (u64 >= 2^63 is not negative)
-                    else:
-                        for j in range(n):
-                            id_[j] = wrap_i(ia[j] if ia[j] >= 0 else -ia[j], dtd)
-                elif op == OP_SIGN:
-                    if is_unsigned(dtd):
-                        for j in range(n):
-                            id_[j] = ia[j] != 0
-                    else:
-                        for j in range(n):
-                            id_[j] = (ia[j] > 0) - (ia[j] < 0)
-                elif op == OP_NOT:
-                    if dtd == DT_PRED:
-                        for j in range(n):
-                            id_[j] = 0 if ia[j] else 1
-                    else:
-                        for j in range(n):
-                            id_[j] = wrap_i(~ia[j], dtd)
-                elif op == OP_POPCNT:
-                    sh = bits_of(dtd)
-                    for j in range(n):
-                        id_[j] = popcount64(<uint64_t>ia[j] & low_mask(sh))
-                elif op == OP_CLZ:
-                    sh = bits_of(dtd)
-                    for j in range(n):
-                        step = 0
-                        while step < sh and not ((<uint64_t>ia[j] >> (sh - 1 - step)) & 1):
-                            step = step + 1
-                        id_[j] = step
-                elif op == OP_FLOOR or op == OP_CEIL or op == OP_ROUND_AFZ or op == OP_ROUND_EVEN:
-                    for j in range(n):
-                        id_[j] = ia[j]
+                int_unary(op, dtd, id_, ia, n)
         elif op < OP_EQ:
             # ---- binary
             if flt:
@@ -465,59 +567,7 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
                     for j in range(n):
                         fd[j] = round_f(atan2(fa[j], fb[j]), dtd)
             else:
-                if op == OP_ADD:
-                    for j in range(n):
-                        id_[j] = wrap_i(ia[j] + ib[j], dtd)
-                elif op == OP_SUB:
-                    for j in range(n):
-                        id_[j] = wrap_i(ia[j] - ib[j], dtd)
-                elif op == OP_MUL:
-                    for j in range(n):
-                        id_[j] = wrap_i(<int64_t>(<uint64_t>ia[j] * <uint64_t>ib[j]), dtd)
-                elif op == OP_DIV:
-                    for j in range(n):
-                        id_[j] = wrap_i(idiv(ia[j], ib[j], dtd), dtd)
-                elif op == OP_REM:
-                    for j in range(n):
-                        id_[j] = wrap_i(irem(ia[j], ib[j], dtd), dtd)
-                elif op == OP_MAX:
-                    if dtd == DT_U64:
-                        for j in range(n):
-                            id_[j] = ia[j] if <uint64_t>ia[j] > <uint64_t>ib[j] else ib[j]
-                    else:
-                        for j in range(n):
-                            id_[j] = ia[j] if ia[j] > ib[j] else ib[j]
-                elif op == OP_MIN:
-                    if dtd == DT_U64:
-                        for j in range(n):
-                            id_[j] = ia[j] if <uint64_t>ia[j] < <uint64_t>ib[j] else ib[j]
-                    else:
-                        for j in range(n):
-                            id_[j] = ia[j] if ia[j] < ib[j] else ib[j]
-                elif op == OP_POW:
-                    for j in range(n):
-                        id_[j] = ipow(ia[j], ib[j], dtd)
-                elif op == OP_AND:
-                    for j in range(n):
-                        id_[j] = ia[j] & ib[j]
-                elif op == OP_OR:
-                    for j in range(n):
-                        id_[j] = ia[j] | ib[j]
-                elif op == OP_XOR:
-                    for j in range(n):
-                        id_[j] = ia[j] ^ ib[j]
-                elif op == OP_SHL:
-                    sh = bits_of(dtd)
-                    for j in range(n):
-                        id_[j] = 0 if (ib[j] < 0 or ib[j] >= sh) else wrap_i(<int64_t>(<uint64_t>ia[j] << ib[j]), dtd)
-                elif op == OP_SHR_L:
-                    sh = bits_of(dtd)
-                    for j in range(n):
-                        id_[j] = 0 if (ib[j] < 0 or ib[j] >= sh) else wrap_i(<int64_t>((<uint64_t>ia[j] & low_mask(sh)) >> ib[j]), dtd)
-                elif op == OP_SHR_A:
-                    sh = bits_of(dtd)
-                    for j in range(n):
-                        id_[j] = wrap_i(ia[j] >> (sh - 1 if (ib[j] < 0 or ib[j] >= sh) else ib[j]), dtd)
+                int_binary(op, dtd, id_, ia, ib, n)
         elif op < OP_SELECT:
             # ---- compare: operands of type dts, result pred
             if sflt:
@@ -539,12 +589,8 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
                 elif op == OP_GE:
                     for j in range(n):
                         id_[j] = fa[j] >= fb[j]
-            elif is_unsigned(dts) and dts == DT_U64:
-                for j in range(n):
-                    id_[j] = ucompare(<uint64_t>ia[j], <uint64_t>ib[j], op)
             else:
-                for j in range(n):
-                    id_[j] = icompare(ia[j], ib[j], op)
+                int_compare(op, dts, id_, ia, ib, n)
         elif op == OP_SELECT:
             if flt:
                 for j in range(n):
@@ -562,23 +608,388 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
                     if x > fc[j]:
                         x = fc[j]
                     fd[j] = x
-            elif dtd == DT_U64:
+            else:
+                int_clamp(dtd, id_, ia, ib, ic, n)
+
+# ---- the f32 interpreter: programs whose float values are all f32 (see f32_program) keep them as floats.
+# It computes what run_program computes, bit for bit: a sum, difference, product or quotient of two f32 values
+# rounded once to f32 equals the double result rounded to f32 (double has more than 2 * 24 + 2 bits), other
+# functions (exp, rsqrt, pow, ...) are evaluated in double and rounded as there, and a load quiets a signalling
+# NaN as run_program's widening to double does.
+DEF FBLOCK = 1024
+
+cdef inline uint32_t quiet_bits(uint32_t u) noexcept nogil:
+    # float -> double -> float of the bits u: a NaN gets its quiet bit, every other value is unchanged
+    return u | ((<uint32_t>(<int32_t>(u & 0x7fffffff) > <int32_t>0x7f800000)) << 22)
+
+
+cdef inline float quiet_f(float x) noexcept nogil:
+    cdef uint32_t u
+    memcpy(&u, &x, 4)
+    u = quiet_bits(u)
+    memcpy(&x, &u, 4)
+    return x
+
+
+cdef inline void load_f32(float* gd, const uint8_t* p, Py_ssize_t n, int64_t step) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef uint32_t* ud = <uint32_t*>gd
+    cdef const uint32_t* up = <const uint32_t*>p
+    cdef float v
+    if step == 4:
+        for j in range(n):
+            ud[j] = quiet_bits(up[j])
+    elif step == 0:
+        v = quiet_f((<const float*>p)[0])
+        for j in range(n):
+            gd[j] = v
+    else:
+        for j in range(n):
+            gd[j] = quiet_f((<const float*>(p + j * step))[0])
+
+
+cdef inline void load_int(int64_t* id_, const uint8_t* p, Py_ssize_t n, int64_t step, int dt) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef int64_t v
+    if step == 0:
+        v = load_i(p, dt)
+        for j in range(n):
+            id_[j] = v
+    elif dt == DT_S32 and step == 4:
+        for j in range(n):
+            id_[j] = (<const int32_t*>p)[j]
+    elif (dt == DT_PRED or dt == DT_U8) and step == 1:
+        for j in range(n):
+            id_[j] = p[j]
+    else:
+        for j in range(n):
+            id_[j] = load_i(p + j * step, dt)
+
+
+cdef void load_broadcast_f32(float* gd, const uint8_t* p, Py_ssize_t n, int64_t inner, int64_t pos,
+                             int64_t m) noexcept nogil:
+    """load_broadcast for an f32 vector into a float slot."""
+    cdef int64_t g = (pos // inner) % m
+    cdef int64_t r = pos % inner
+    cdef int64_t j = 0, run, t
+    cdef const float* fp = <const float*>p
+    cdef float fv
+    while j < n:
+        run = (m - g) if inner == 1 else (inner - r)
+        if run > n - j:
+            run = n - j
+        if inner == 1:
+            load_f32(gd + j, <const uint8_t*>(fp + g), run, 4)
+            g = 0
+        else:
+            fv = quiet_f(fp[g])
+            for t in range(run):
+                gd[j + t] = fv
+            r = 0
+            g = g + 1
+            if g == m:
+                g = 0
+        j = j + run
+
+
+cdef bint f32_program(const int64_t[:, ::1] code, const double[::1] fconst, int out_dt):
+    """Whether the f32 interpreter runs this program: no f16 or f64 values, and every float constant an f32 number
+    (run_program keeps a constant as the double it is given)."""
+    cdef Py_ssize_t pc
+    cdef double c
+    cdef float f
+    cdef uint64_t u, w
+    if out_dt == DT_F16 or out_dt == DT_F64:
+        return False
+    for pc in range(code.shape[0]):
+        if code[pc, 5] == DT_F16 or code[pc, 5] == DT_F64 or code[pc, 6] == DT_F16 or code[pc, 6] == DT_F64:
+            return False
+        if code[pc, 0] == OP_CONST and code[pc, 5] == DT_F32:
+            if code[pc, 2] < 0 or code[pc, 2] >= fconst.shape[0]:
+                return False
+            c = fconst[code[pc, 2]]
+            f = <float>c
+            u = 0
+            memcpy(&u, &c, 8)
+            c = f
+            memcpy(&w, &c, 8)
+            if u != w:
+                return False
+    return True
+
+
+cdef struct Segments:
+    # the pieces of vertices one block of the f32 interpreter evaluates, one after another: piece k is elements
+    # start[k] .. start[k] + cnt[k] of vertex vtx[k], for k in first .. last - 1
+    const int64_t* vtx
+    const int64_t* start
+    const int64_t* cnt
+    Py_ssize_t first, last
+    # run_expression's arguments, as pointers: records (ncol columns), per input its element size, scalar flag,
+    # broadcast inner length (> 0: broadcast mode) and record column
+    const int64_t* rec
+    Py_ssize_t ncol
+    const int64_t* isz
+    const int64_t* scalar
+    const int64_t* b_inner
+    const int64_t* b_col
+    const uint8_t* base
+
+
+cdef void load_segments(const Segments* sg, int a, int dtd, float* gd, int64_t* id_) noexcept nogil:
+    """LOAD of input a for every piece of the block, into consecutive elements of the slot."""
+    cdef Py_ssize_t k, off = 0
+    cdef const int64_t* r
+    cdef const uint8_t* p
+    cdef int64_t s, c, step
+    for k in range(sg.first, sg.last):
+        r = sg.rec + sg.vtx[k] * sg.ncol
+        s = sg.start[k]
+        c = sg.cnt[k]
+        p = sg.base + r[2 + a]
+        if sg.b_inner[a] > 0:
+            if dtd == DT_F32:
+                load_broadcast_f32(gd + off, p, c, sg.b_inner[a], r[sg.b_col[a]] + s, r[sg.b_col[a] + 1])
+            else:
+                load_broadcast(NULL, id_ + off, p, <int>c, dtd, sg.b_inner[a], r[sg.b_col[a]] + s, r[sg.b_col[a] + 1])
+        else:
+            step = 0 if sg.scalar[a] else sg.isz[a]
+            if dtd == DT_F32:
+                load_f32(gd + off, p + s * step, c, step)
+            else:
+                load_int(id_ + off, p + s * step, c, step, dtd)
+        off = off + c
+
+
+cdef void run_program_f32(const int64_t[:, ::1] code, float* G, int64_t* I, Py_ssize_t n, const Segments* sg,
+                          const double[::1] fconst, const int64_t[::1] iconst) noexcept nogil:
+    """run_program for an f32 program over the n (<= FBLOCK) elements of the pieces sg: float slots G, integer
+    slots I. Small vertices share a block, so the per-op work is not repeated for every few elements."""
+    cdef Py_ssize_t pc, j
+    cdef int op, dst, a, b, c, dtd, dts
+    cdef float* gd
+    cdef float* ga
+    cdef float* gb
+    cdef float* gc
+    cdef int64_t* id_
+    cdef int64_t* ia
+    cdef int64_t* ib
+    cdef int64_t* ic
+    cdef int64_t step
+    cdef bint flt, sflt
+    cdef float x, y, fv
+    cdef uint32_t u32
+    cdef int64_t iv
+    for pc in range(code.shape[0]):
+        op = <int>code[pc, 0]
+        dst = <int>code[pc, 1]
+        a = <int>code[pc, 2]
+        b = <int>code[pc, 3]
+        c = <int>code[pc, 4]
+        dtd = <int>code[pc, 5]
+        dts = <int>code[pc, 6]
+        flt = dtd == DT_F32
+        sflt = dts == DT_F32
+        gd = G + dst * FBLOCK
+        id_ = I + dst * FBLOCK
+        ga = G + a * FBLOCK
+        ia = I + a * FBLOCK
+        gb = G + b * FBLOCK
+        ib = I + b * FBLOCK
+        gc = G + c * FBLOCK
+        ic = I + c * FBLOCK
+        if op == OP_LOAD:
+            load_segments(sg, a, dtd, gd, id_)
+        elif op == OP_CONST:
+            if flt:
+                fv = <float>fconst[a]
                 for j in range(n):
-                    step = ib[j]
-                    if <uint64_t>step < <uint64_t>ia[j]:
-                        step = ia[j]
-                    if <uint64_t>step > <uint64_t>ic[j]:
-                        step = ic[j]
-                    id_[j] = step
+                    gd[j] = fv
+            else:
+                iv = iconst[a]
+                for j in range(n):
+                    id_[j] = iv
+        elif op == OP_COPY:
+            memcpy(gd, ga, n * sizeof(float))
+            memcpy(id_, ia, n * sizeof(int64_t))
+        elif op == OP_CONVERT:
+            if flt and sflt:
+                memcpy(gd, ga, n * sizeof(float))
+            elif flt:
+                if dts == DT_U64:
+                    for j in range(n):
+                        gd[j] = <float>(<double>(<uint64_t>ia[j]))
+                else:
+                    for j in range(n):
+                        gd[j] = <float>(<double>ia[j])
+            elif sflt:
+                for j in range(n):
+                    id_[j] = float_to_int(<double>ga[j], dtd)
             else:
                 for j in range(n):
-                    step = ib[j]
-                    if step < ia[j]:
-                        step = ia[j]
-                    if step > ic[j]:
-                        step = ic[j]
-                    id_[j] = step
-
+                    id_[j] = wrap_i(ia[j], dtd) if dtd != DT_PRED else (1 if ia[j] != 0 else 0)
+        elif op == OP_BITCAST:
+            if flt and not sflt:
+                for j in range(n):
+                    (<uint32_t*>gd)[j] = quiet_bits(<uint32_t>ia[j])
+            elif sflt and not flt:
+                for j in range(n):
+                    id_[j] = wrap_i(<int64_t>(<const uint32_t*>ga)[j], dtd)
+            else:
+                memcpy(gd, ga, n * sizeof(float))
+                memcpy(id_, ia, n * sizeof(int64_t))
+        elif op < OP_ADD:
+            # ---- unary
+            if flt:
+                if op == OP_NEG:
+                    for j in range(n):
+                        gd[j] = -ga[j]
+                elif op == OP_ABS:
+                    for j in range(n):
+                        (<uint32_t*>gd)[j] = (<const uint32_t*>ga)[j] & 0x7fffffff
+                elif op == OP_EXP:
+                    for j in range(n):
+                        gd[j] = <float>exp(<double>ga[j])
+                elif op == OP_EXPM1:
+                    for j in range(n):
+                        gd[j] = <float>expm1(<double>ga[j])
+                elif op == OP_LOG:
+                    for j in range(n):
+                        gd[j] = <float>log(<double>ga[j])
+                elif op == OP_LOG1P:
+                    for j in range(n):
+                        gd[j] = <float>log1p(<double>ga[j])
+                elif op == OP_LOGISTIC:
+                    for j in range(n):
+                        gd[j] = <float>(1.0 / (1.0 + exp(-(<double>ga[j]))))
+                elif op == OP_TANH:
+                    for j in range(n):
+                        gd[j] = <float>tanh(<double>ga[j])
+                elif op == OP_SQRT:
+                    for j in range(n):
+                        gd[j] = <float>sqrt(<double>ga[j])
+                elif op == OP_RSQRT:
+                    for j in range(n):
+                        gd[j] = <float>(1.0 / sqrt(<double>ga[j]))
+                elif op == OP_CBRT:
+                    for j in range(n):
+                        gd[j] = <float>cbrt(<double>ga[j])
+                elif op == OP_SIN:
+                    for j in range(n):
+                        gd[j] = <float>sin(<double>ga[j])
+                elif op == OP_COS:
+                    for j in range(n):
+                        gd[j] = <float>cos(<double>ga[j])
+                elif op == OP_TAN:
+                    for j in range(n):
+                        gd[j] = <float>tan(<double>ga[j])
+                elif op == OP_FLOOR:
+                    for j in range(n):
+                        gd[j] = <float>floor(<double>ga[j])
+                elif op == OP_CEIL:
+                    for j in range(n):
+                        gd[j] = <float>ceil(<double>ga[j])
+                elif op == OP_ROUND_AFZ:
+                    for j in range(n):
+                        gd[j] = <float>round(<double>ga[j])
+                elif op == OP_ROUND_EVEN:
+                    for j in range(n):
+                        gd[j] = <float>nearbyint(<double>ga[j])
+                elif op == OP_SIGN:
+                    for j in range(n):
+                        x = ga[j]
+                        gd[j] = x if (isnan(x) or x == 0.0) else <float>copysign(1.0, <double>x)
+                elif op == OP_ERF:
+                    for j in range(n):
+                        gd[j] = <float>erf(<double>ga[j])
+            elif op == OP_ISFINITE:
+                for j in range(n):
+                    id_[j] = 1 if isfinite(ga[j]) else 0
+            else:
+                int_unary(op, dtd, id_, ia, n)
+        elif op < OP_EQ:
+            # ---- binary
+            if flt:
+                if op == OP_ADD:
+                    for j in range(n):
+                        gd[j] = ga[j] + gb[j]
+                elif op == OP_SUB:
+                    for j in range(n):
+                        gd[j] = ga[j] - gb[j]
+                elif op == OP_MUL:
+                    for j in range(n):
+                        gd[j] = ga[j] * gb[j]
+                elif op == OP_DIV:
+                    for j in range(n):
+                        gd[j] = ga[j] / gb[j]
+                elif op == OP_REM:
+                    for j in range(n):
+                        gd[j] = <float>fmod(<double>ga[j], <double>gb[j])
+                elif op == OP_MAX:
+                    # XLA propagates NaN through max/min
+                    for j in range(n):
+                        x = ga[j]
+                        y = gb[j]
+                        gd[j] = x if ((x != x) | (x > y)) else y
+                elif op == OP_MIN:
+                    for j in range(n):
+                        x = ga[j]
+                        y = gb[j]
+                        gd[j] = x if ((x != x) | (x < y)) else y
+                elif op == OP_POW:
+                    for j in range(n):
+                        gd[j] = <float>pow(<double>ga[j], <double>gb[j])
+                elif op == OP_ATAN2:
+                    for j in range(n):
+                        gd[j] = <float>atan2(<double>ga[j], <double>gb[j])
+            else:
+                int_binary(op, dtd, id_, ia, ib, n)
+        elif op < OP_SELECT:
+            # ---- compare: operands of type dts, result pred
+            if sflt:
+                if op == OP_EQ:
+                    for j in range(n):
+                        id_[j] = ga[j] == gb[j]
+                elif op == OP_NE:
+                    for j in range(n):
+                        id_[j] = ga[j] != gb[j]
+                elif op == OP_LT:
+                    for j in range(n):
+                        id_[j] = ga[j] < gb[j]
+                elif op == OP_LE:
+                    for j in range(n):
+                        id_[j] = ga[j] <= gb[j]
+                elif op == OP_GT:
+                    for j in range(n):
+                        id_[j] = ga[j] > gb[j]
+                elif op == OP_GE:
+                    for j in range(n):
+                        id_[j] = ga[j] >= gb[j]
+            else:
+                int_compare(op, dts, id_, ia, ib, n)
+        elif op == OP_SELECT:
+            if flt:
+                # a bit mask from the 64-bit condition, so the loop vectorizes without 64-bit compares
+                for j in range(n):
+                    u32 = <uint32_t>0 - <uint32_t>((<uint32_t>ia[j] | <uint32_t>(<uint64_t>ia[j] >> 32)) != 0)
+                    (<uint32_t*>gd)[j] = ((<const uint32_t*>gb)[j] & u32) | ((<const uint32_t*>gc)[j] & ~u32)
+            else:
+                for j in range(n):
+                    iv = ib[j]
+                    step = ic[j]
+                    id_[j] = iv if ia[j] else step
+        elif op == OP_CLAMP:
+            # clamp(lo=a, x=b, hi=c)
+            if flt:
+                for j in range(n):
+                    x = gb[j]
+                    if x < ga[j]:
+                        x = ga[j]
+                    if x > gc[j]:
+                        x = gc[j]
+                    gd[j] = x
+            else:
+                int_clamp(dtd, id_, ia, ib, ic, n)
 
 cdef inline int64_t icompare(int64_t x, int64_t y, int op) noexcept nogil:
     if op == OP_EQ:
@@ -627,7 +1038,7 @@ cdef inline int64_t ipow(int64_t base, int64_t e, int dt) noexcept nogil:
 
 def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_t[:, ::1] code,
                    const int32_t[::1] in_dt, const int64_t[::1] in_scalar, int out_dt, int out_slot,
-                   int nslots, const double[::1] fconst, const int64_t[::1] iconst, in_bcast=None):
+                   int nslots, const double[::1] fconst, const int64_t[::1] iconst, in_bcast=None, bint generic=False):
     """Run one compute set of expression vertices.
 
     records[v] = [n, out_addr, in_addr_0, ..., in_addr_k, ...]: vertex v evaluates ``n`` elements; addresses are
@@ -635,7 +1046,8 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
     element used for every output element. ``in_bcast`` (int64 [inputs, 2], optional): row i = (inner, col) puts
     input i in broadcast mode when inner > 0: the vertex's element k is element ((q + k) // inner) % M of the
     vector at in_addr_i, with q = records[v, col] and M = records[v, col + 1]. Vertices write disjoint outputs, so
-    they run in parallel.
+    they run in parallel. A program whose float values are all f32 runs on the f32 interpreter (run_program_f32,
+    same results); ``generic`` forces the generic one, for tests.
     """
     cdef Py_ssize_t nv = records.shape[0], nin = in_dt.shape[0]
     cdef Py_ssize_t v, i, start, cnt
@@ -671,6 +1083,9 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
     for v in range(nv):
         work += records[v, 0] * (code.shape[0] + 1)
     nt = host_threads(work)
+    if not generic and f32_program(code, fconst, out_dt):
+        run_f32(mem, records, code, in_dt, in_scalar, out_dt, out_slot, nslots, fconst, iconst, binner, bcol, nt)
+        return
     with nogil, parallel(num_threads=nt):
         F = <double*>malloc(sizeof(double) * BLOCK * nslots)
         I = <int64_t*>malloc(sizeof(int64_t) * BLOCK * nslots)
@@ -707,8 +1122,7 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
                         for j in range(cnt):
                             store_f(out + j * osz, out_dt, F[out_slot * BLOCK + j])
                 else:
-                    for j in range(cnt):
-                        store_i(out + j * osz, out_dt, I[out_slot * BLOCK + j])
+                    store_ints(out, out_dt, I + out_slot * BLOCK, cnt)
                 start = start + cnt
         free(F)
         free(I)
@@ -718,6 +1132,104 @@ def run_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_
         free(bmod)
 
 
+cdef void run_f32(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_t[:, ::1] code,
+                  const int32_t[::1] in_dt, const int64_t[::1] in_scalar, int out_dt, int out_slot, int nslots,
+                  const double[::1] fconst, const int64_t[::1] iconst, int64_t[::1] binner, int64_t[::1] bcol,
+                  int nt):
+    """run_expression of an f32 program: the vertices' elements are cut into blocks of FBLOCK (a block holds pieces
+    of consecutive vertices, or part of a long one), and the blocks run in parallel."""
+    cdef Py_ssize_t nv = records.shape[0], nin = in_dt.shape[0]
+    cdef Py_ssize_t v, i, b, nb = 0, nseg = 0, fill = 0, total = 0
+    cdef int64_t s, n, take
+    for v in range(nv):
+        total += records[v, 0]
+    # at most one piece per vertex plus one per block boundary
+    cdef int64_t[::1] seg = np.empty(3 * (nv + total // FBLOCK + 2), np.int64)
+    cdef int64_t[::1] first = np.empty(nv + total // FBLOCK + 3, np.int64)
+    cdef int64_t[::1] isz = np.empty(nin + 1, np.int64)
+    cdef int64_t[::1] scalar = np.zeros(nin + 1, np.int64)
+    cdef Py_ssize_t npieces = nv + total // FBLOCK + 2
+    cdef Segments sg
+    cdef float* G
+    cdef int64_t* I
+    for i in range(nin):
+        isz[i] = elem_bytes(in_dt[i])
+        scalar[i] = in_scalar[i]
+    first[0] = 0
+    for v in range(nv):
+        n = records[v, 0]
+        s = 0
+        while s < n:
+            take = min(n - s, FBLOCK - fill)
+            seg[nseg] = v
+            seg[npieces + nseg] = s
+            seg[2 * npieces + nseg] = take
+            nseg += 1
+            fill += take
+            s += take
+            if fill == FBLOCK:
+                nb += 1
+                first[nb] = nseg
+                fill = 0
+    if fill > 0:
+        nb += 1
+        first[nb] = nseg
+    if nb == 0:
+        return
+    sg.vtx = &seg[0]
+    sg.start = &seg[npieces]
+    sg.cnt = &seg[2 * npieces]
+    sg.rec = &records[0, 0]
+    sg.ncol = records.shape[1]
+    sg.isz = &isz[0]
+    sg.scalar = &scalar[0]
+    sg.b_inner = &binner[0]
+    sg.b_col = &bcol[0]
+    sg.base = &mem[0]
+    with nogil, parallel(num_threads=nt):
+        G = <float*>malloc(sizeof(float) * FBLOCK * nslots)
+        I = <int64_t*>malloc(sizeof(int64_t) * FBLOCK * nslots)
+        for b in prange(nb, schedule='dynamic'):
+            run_f32_block(&sg, first[b], first[b + 1], code, G, I, fconst, iconst, out_dt, out_slot)
+        free(G)
+        free(I)
+
+
+cdef void run_f32_block(const Segments* shared, Py_ssize_t first, Py_ssize_t last, const int64_t[:, ::1] code,
+                        float* G, int64_t* I, const double[::1] fconst, const int64_t[::1] iconst, int out_dt,
+                        int out_slot) noexcept nogil:
+    """One block of run_f32: pieces first .. last - 1, evaluated and stored."""
+    cdef Segments sg = shared[0]
+    cdef Py_ssize_t k, n = 0, off = 0
+    cdef uint8_t* out
+    cdef int osz = elem_bytes(out_dt)
+    sg.first = first
+    sg.last = last
+    for k in range(first, last):
+        n = n + sg.cnt[k]
+    run_program_f32(code, G, I, n, &sg, fconst, iconst)
+    for k in range(first, last):
+        out = <uint8_t*>sg.base + sg.rec[sg.vtx[k] * sg.ncol + 1] + sg.start[k] * osz
+        if out_dt == DT_F32:
+            memcpy(out, G + out_slot * FBLOCK + off, sg.cnt[k] * 4)
+        else:
+            store_ints(out, out_dt, I + out_slot * FBLOCK + off, sg.cnt[k])
+        off = off + sg.cnt[k]
+
+
+cdef void store_ints(uint8_t* out, int dt, const int64_t* src, Py_ssize_t n) noexcept nogil:
+    """store_i of n elements, with the common types as plain loops."""
+    cdef Py_ssize_t j
+    cdef int osz = elem_bytes(dt)
+    if dt == DT_S32 or dt == DT_U32:
+        for j in range(n):
+            (<int32_t*>out)[j] = <int32_t>src[j]
+    elif dt == DT_PRED:
+        for j in range(n):
+            out[j] = 1 if src[j] != 0 else 0
+    else:
+        for j in range(n):
+            store_i(out + j * osz, dt, src[j])
 
 
 def run_reduce_expression(uint8_t[::1] mem, const int64_t[:, ::1] records, const int64_t[:, ::1] code,

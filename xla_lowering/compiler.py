@@ -12,7 +12,7 @@ from kernels.program import FED, Sequence, StreamIn, StreamOut, walk
 from .errors import UnsupportedOpError
 from .hlo.ir import Module
 from .lower.control import lower_computation  # the per-computation lowering loop (shared with control flow)
-from .mapping.memory import _step_syms, estimate_cycles, plan_memory, resolve
+from .mapping.memory import estimate_cycles, mark_used, plan_memory, resolve
 from .mapping.exchanges import merge_exchanges
 from .program import ProgramBuilder
 
@@ -197,11 +197,7 @@ def _early_updates(b: ProgramBuilder, body, updates: dict, args: list, outputs: 
         owner[list(pb | nb)] = k
     last = np.full(len(candidates), -1, np.int64)
     for i, step in enumerate(body.steps):
-        syms = [a for inner in walk(Sequence([step])) for a in _step_syms(inner)]
-        if syms:
-            o = owner[np.concatenate(syms) >> 32]
-            o = np.unique(o[o >= 0])
-            last[o] = i
+        mark_used(walk(Sequence([step])), owner, last, i)
     after: dict[int, list] = {}
     for k, (param, new, _, _) in enumerate(candidates):
         dst, seq = args[param], Sequence()
@@ -222,7 +218,7 @@ def _same_storage(a, b) -> bool:
 
 
 def _blocks(tensors) -> set:
-    return {int(x) for t in tensors for x in np.unique(t.syms >> 32)}
+    return {x for t in tensors for x in (t.syms >> 32).tolist()}
 
 
 def _snapshot(b: ProgramBuilder, t, blocks: set, name: str):

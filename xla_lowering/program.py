@@ -18,6 +18,11 @@ from .hlo.ir import Shape
 from .mapping.linear import linear_pieces
 from .mapping.tensor import OFFSET_BITS, DTensor, copy_runs, gather_copy_runs
 
+try:
+    from kernels.codelets import copyplan as _copyplan
+except ImportError:  # pragma: no cover - the Cython extensions are not built
+    _copyplan = None
+
 BLOCK_ALIGN = 8
 
 
@@ -155,6 +160,8 @@ class ProgramBuilder:
                 self.add(Copy(name or f"copy/{dst.name}", rows, origin))
             return dst
         # several sources: one gather from the sources' element addresses laid end to end
+        if _copyplan is not None:
+            return self._rearrange_sources(dst, sources, src_index, src_which, name, origin)
         which = np.zeros(len(src_index), np.int8) if src_which is None else np.asarray(src_which).reshape(-1)
         index = np.zeros(len(src_index), np.int64)
         parts, offset = [], 0
@@ -180,6 +187,47 @@ class ProgramBuilder:
             index[sel] = offset + idx
             parts.append(part)
             offset += len(part)
+        src_all = np.concatenate(parts) if parts else np.zeros(1, np.int64)
+        rows = gather_copy_runs(dst, src_all, index)
+        if len(rows):
+            self.add(Copy(name or f"copy/{dst.name}", rows, origin))
+        return dst
+
+    def _rearrange_sources(self, dst: DTensor, sources: list[DTensor], src_index: np.ndarray, src_which,
+                           name: str, origin: str) -> DTensor:
+        """``rearrange`` from several sources (or one element), the element loops in C."""
+        n = len(src_index)
+        which = np.zeros(n, np.int64) if src_which is None else \
+            np.ascontiguousarray(np.asarray(src_which).reshape(-1), np.int64)
+        region_tiles = np.ascontiguousarray(self.block_tiles()[dst.syms >> OFFSET_BITS], np.int64)
+        region_counts = np.ascontiguousarray(dst.counts, np.int64)
+        # one-element sources (may be broadcast to the destination tiles) get a row of per-tile tables
+        one = np.array([s.size == 1 for s in sources], bool)
+        row_of = np.where(one, np.cumsum(one) - 1, -1).astype(np.int64)
+        counts, per_tile = _copyplan.source_tiles(which, region_tiles, region_counts, row_of, int(one.sum()),
+                                                  self.num_tiles)
+        offsets = np.full(len(sources), -1, np.int64)     # where each source's addresses start; -1: not read
+        tile_slot = np.full((int(one.sum()), self.num_tiles), -1, np.int64)   # a tile's copy of the element
+        parts, offset = [], 0
+        for k, s in enumerate(sources):
+            if not counts[k]:
+                continue
+            if s.size == 1 and counts[k] > 1:
+                used = np.flatnonzero(per_tile[row_of[k]])   # the destination tiles that read it, sorted
+                part = self.scalar_per_tile(s, used, origin).syms
+                tile_slot[row_of[k], used] = np.arange(len(used))
+            else:
+                part = s.element_syms()
+            offsets[k] = offset
+            parts.append(part)
+            offset += len(part)
+        index = np.zeros(n, np.int64)
+        sizes = np.array([s.size for s in sources], np.int64)
+        bad = _copyplan.source_index(which, np.ascontiguousarray(src_index, np.int64), sizes, offsets, region_tiles,
+                                     region_counts, row_of, tile_slot, index)
+        if bad >= 0:
+            s = sources[int(which[bad])]
+            raise IndexError(f"rearrange into {dst.name}: an index is out of bounds for {s.name} ({s.size} elements)")
         src_all = np.concatenate(parts) if parts else np.zeros(1, np.int64)
         rows = gather_copy_runs(dst, src_all, index)
         if len(rows):

@@ -142,3 +142,157 @@ def merge_runs(const long long[:, ::1] runs, const long long[::1] order):
             m += 1
             i += cnt
     return out[:m]
+
+
+def copy_traffic(const long long[:, :] rows, long long tile_memory, Py_ssize_t ntiles):
+    """What a copy step moves, per tile, from rows with absolute addresses (the cycle estimate's inputs).
+
+    Returns int64 arrays by tile: bytes and runs copied on the tile (destination and source on one tile), bytes
+    and runs received from other tiles; then the keys ``src * (tile_memory + 1) + nbytes`` of the remote plain
+    rows (count 1), the indices of the remote strided rows, and the bytes moved between tiles."""
+    cdef Py_ssize_t n = rows.shape[0], i, nk = 0, ns = 0
+    cdef long long dt, st, cnt, nb, moved = 0
+    local_bytes = np.zeros(ntiles, np.int64)
+    local_runs = np.zeros(ntiles, np.int64)
+    recv = np.zeros(ntiles, np.int64)
+    msgs = np.zeros(ntiles, np.int64)
+    keys = np.empty(n, np.int64)
+    strided = np.empty(n, np.int64)
+    cdef long long[::1] lb = local_bytes, lr = local_runs, rb = recv, rm = msgs, k = keys, sx = strided
+    with nogil:
+        for i in range(n):
+            dt = rows[i, 0] // tile_memory
+            st = rows[i, 1] // tile_memory
+            cnt = rows[i, 3]
+            nb = rows[i, 2] * cnt
+            if dt == st:
+                lb[dt] += nb
+                lr[dt] += cnt
+            else:
+                rb[dt] += nb
+                rm[dt] += cnt
+                moved += nb
+                if cnt == 1:
+                    k[nk] = rows[i, 1] * (tile_memory + 1) + rows[i, 2]
+                    nk += 1
+                else:
+                    sx[ns] = i
+                    ns += 1
+    return local_bytes, local_runs, recv, msgs, keys[:nk], strided[:ns], moved
+
+
+def sent_once(const long long[::1] keys, long long tile_memory, Py_ssize_t ntiles):
+    """Bytes each tile sends for sorted ``copy_traffic`` keys, a repeated key (a multicast) counted once."""
+    cdef Py_ssize_t n = keys.shape[0], i
+    sent = np.zeros(ntiles, np.int64)
+    cdef long long[::1] out = sent
+    with nogil:
+        for i in range(n):
+            if i == 0 or keys[i] != keys[i - 1]:
+                out[keys[i] // (tile_memory + 1) // tile_memory] += keys[i] % (tile_memory + 1)
+    return sent
+
+
+
+def source_tiles(const long long[::1] which, const long long[::1] region_tiles, const long long[::1] region_counts,
+                 const long long[::1] row_of, Py_ssize_t nrows, Py_ssize_t ntiles):
+    """For a destination given by its regions' tiles and element counts (in element order): how many elements
+    read each source, and [nrows, ntiles] how many of those are on each tile, for the sources k with a row
+    ``row_of[k]`` (not -1) (``which`` outside the sources counts for none)."""
+    cdef Py_ssize_t nreg = region_tiles.shape[0], nsources = row_of.shape[0], r, p = 0, end
+    cdef long long k, t
+    counts = np.zeros(nsources, np.int64)
+    per_tile = np.zeros((nrows, ntiles), np.int64)
+    cdef long long[::1] c = counts
+    cdef long long[:, ::1] pt = per_tile
+    if region_counts.shape[0] != nreg:
+        raise ValueError("region_tiles and region_counts differ in length")
+    for k in range(nsources):
+        if row_of[k] >= nrows:
+            raise ValueError("row_of names a row beyond nrows")
+    for r in range(nreg):
+        p += region_counts[r]
+        if region_counts[r] and not 0 <= region_tiles[r] < ntiles:
+            raise ValueError("a region's tile is out of range")
+    if p != which.shape[0]:
+        raise ValueError(f"the regions hold {p} elements, which has {which.shape[0]}")
+    p = 0
+    with nogil:
+        for r in range(nreg):
+            t = region_tiles[r]
+            end = p + region_counts[r]
+            while p < end:
+                k = which[p]
+                if 0 <= k < nsources:
+                    c[k] += 1
+                    if row_of[k] >= 0:
+                        pt[row_of[k], t] += 1
+                p += 1
+    return counts, per_tile
+
+
+def source_index(const long long[::1] which, const long long[::1] src_index, const long long[::1] sizes,
+                 const long long[::1] offsets, const long long[::1] region_tiles, const long long[::1] region_counts,
+                 const long long[::1] row_of, const long long[:, ::1] tile_slot, long long[::1] index):
+    """The gather index of a copy from several sources laid end to end (source k's first element at
+    ``offsets[k]``; -1: source k is not read). Element i reads element ``src_index[i]`` (negative from the end)
+    of source k = ``which[i]``, or, where ``tile_slot[row_of[k]]`` of its tile is not -1 (a one-element source broadcast
+    to the destination tiles), that slot. Other elements are left as they are. Returns -1, or the first element
+    whose index is out of bounds for its source. The destination's regions are as for ``source_tiles``."""
+    cdef Py_ssize_t n = which.shape[0], nsrc = sizes.shape[0], nreg = region_tiles.shape[0], r, i = 0, end
+    cdef Py_ssize_t bad = -1, ntiles = tile_slot.shape[1]
+    cdef long long k, j, t
+    if src_index.shape[0] != n or index.shape[0] != n or offsets.shape[0] != nsrc or row_of.shape[0] != nsrc \
+            or region_counts.shape[0] != nreg:
+        raise ValueError("which, src_index and index differ in length, or the per-source or per-region arrays do")
+    for k in range(nsrc):
+        if row_of[k] >= tile_slot.shape[0]:
+            raise ValueError("row_of names a row tile_slot does not have")
+    for r in range(nreg):
+        i += region_counts[r]
+        if region_counts[r] and not 0 <= region_tiles[r] < ntiles:
+            raise ValueError("a region's tile is out of range")
+    if i != n:
+        raise ValueError(f"the regions hold {i} elements, which has {n}")
+    i = 0
+    with nogil:
+        for r in range(nreg):
+            t = region_tiles[r]
+            end = i + region_counts[r]
+            while i < end:
+                k = which[i]
+                if 0 <= k < nsrc and offsets[k] >= 0:
+                    if row_of[k] >= 0 and tile_slot[row_of[k], t] >= 0:
+                        index[i] = offsets[k] + tile_slot[row_of[k], t]
+                    else:
+                        j = src_index[i]
+                        if j < -sizes[k] or j >= sizes[k]:
+                            bad = i
+                            break
+                        if j < 0:
+                            j += sizes[k]
+                        index[i] = offsets[k] + j
+                i += 1
+            if bad >= 0:
+                break
+    return bad
+
+
+def run_keys(const long long[:, ::1] runs):
+    """The (destination block, source block) key of every run: dst block * (largest source block + 1) + source
+    block; and whether the keys already rise (runs in order)."""
+    cdef Py_ssize_t n = runs.shape[0], i
+    cdef long long top = 0, b
+    cdef bint rising = True
+    keys = np.empty(n, np.int64)
+    cdef long long[::1] k = keys
+    with nogil:
+        for i in range(n):
+            b = runs[i, 1] >> 32
+            if b > top:
+                top = b
+        for i in range(n):
+            k[i] = (runs[i, 0] >> 32) * (top + 1) + (runs[i, 1] >> 32)
+            if i > 0 and k[i] < k[i - 1]:
+                rising = False
+    return keys, rising

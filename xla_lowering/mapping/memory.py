@@ -21,9 +21,11 @@ from ..errors import TileMemoryError
 from .tensor import OFFSET_BITS, OFFSET_MASK
 
 try:
+    from kernels.codelets import copyplan as _copyplan
+    from kernels.codelets import firstfit as _firstfit
     from kernels.codelets.firstfit import first_fit as _first_fit
 except ImportError:  # pragma: no cover - the Cython extensions are not built
-    _first_fit = None
+    _copyplan = _firstfit = _first_fit = None
 
 ALWAYS_LIVE = ("constant", "variable")
 VERTEX_FIELD_BYTES = 4         # a vertex field is a 32-bit pointer or count on the IPU
@@ -70,6 +72,35 @@ def _step_syms(step):
     if isinstance(step, Switch):
         return [np.array([step.index_addr], np.int64)]
     return []
+
+
+def _step_tables(step):
+    """(int64 table, address columns) pairs that hold a step's symbolic addresses, or None when it has others."""
+    if isinstance(step, Execute):
+        tables = [(g.records, g.addr_cols) for g in step.cs.groups]
+    elif isinstance(step, Copy):
+        tables = [(step.rows, (0, 1))]
+    elif isinstance(step, (StreamIn, StreamOut)):
+        tables = [(step.rows, (0,))]
+    else:
+        return None
+    if all(t.dtype == np.int64 and t.ndim == 2 for t, _ in tables):
+        return [(t, np.asarray(cols, np.int64)) for t, cols in tables]
+    return None
+
+
+def mark_used(steps, owner: np.ndarray, mark: np.ndarray, value: int) -> None:
+    """``mark[owner[b]] = value`` for every block b that ``steps`` use (an owner of -1 marks nothing)."""
+    for step in steps:
+        tables = _step_tables(step) if _firstfit is not None and owner.dtype == np.int64 else None
+        if tables is None:
+            syms = _step_syms(step)
+            if syms:
+                o = owner[np.concatenate(syms) >> OFFSET_BITS]
+                mark[o[o >= 0]] = value
+            continue
+        for table, cols in tables:
+            _firstfit.mark_owners(table, cols, owner, mark, value)
 
 
 def _vertex_state(step, block_tiles, num_tiles):
@@ -151,6 +182,34 @@ def _place(sizes, first, last):
     return offsets, extent
 
 
+def _place_tiles(live_blocks, block_tiles, block_bytes, first, last, tile_memory, base, extent) -> None:
+    """Place the live blocks of every tile (``_place``): fills their base addresses and each tile's extent."""
+    if not len(live_blocks):
+        return
+    if _firstfit is None:
+        by_order = live_blocks[np.argsort(block_tiles[live_blocks], kind="stable")]   # by tile, block order kept
+        cuts = np.flatnonzero(np.diff(block_tiles[by_order])) + 1
+        memo = {}
+        for blocks in np.split(by_order, cuts):
+            tile = int(block_tiles[blocks[0]])
+            key = (block_bytes[blocks].tobytes(), first[blocks].tobytes(), last[blocks].tobytes())
+            if key not in memo:
+                memo[key] = _place(block_bytes[blocks], first[blocks], last[blocks])
+            offsets, extent[tile] = memo[key]
+            base[blocks] = tile * tile_memory + offsets
+        return
+    # all tiles in one call: blocks by tile, then in each tile's ``_place`` order (block id on ties)
+    tiles = block_tiles[live_blocks]
+    sizes = np.ascontiguousarray(block_bytes[live_blocks], np.int64)
+    order = np.lexsort((-sizes, first[live_blocks], tiles)).astype(np.int64)
+    tile_of = tiles[order]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(tile_of)) + 1, [len(order)]]).astype(np.int64)
+    offsets = _firstfit.first_fit_tiles(sizes, np.ascontiguousarray(first[live_blocks], np.int64),
+                                        np.ascontiguousarray(last[live_blocks], np.int64), order, bounds)
+    extent[tile_of[bounds[:-1]]] = np.maximum.reduceat((offsets + sizes)[order], bounds[:-1])
+    base[live_blocks] = tiles * tile_memory + offsets
+
+
 def plan_memory(builder):
     """Plan every tile's memory. Returns (absolute base address per block, MemoryReport, flat step list)."""
     device = builder.device
@@ -165,12 +224,22 @@ def plan_memory(builder):
     last = np.full(nblocks, -1, np.int64)
     vertex_state = np.zeros(ntiles, np.int64)
     for i, step in enumerate(steps):
-        for syms in _step_syms(step):
-            if len(syms):
-                b = syms >> OFFSET_BITS
-                np.minimum.at(first, b, i)
-                np.maximum.at(last, b, i)
-        vertex_state += _vertex_state(step, block_tiles, ntiles)
+        tables = _step_tables(step) if _firstfit is not None else None
+        if tables is None:
+            for syms in _step_syms(step):
+                if len(syms):
+                    b = syms >> OFFSET_BITS
+                    np.minimum.at(first, b, i)
+                    np.maximum.at(last, b, i)
+            vertex_state += _vertex_state(step, block_tiles, ntiles)
+            continue
+        for table, cols in tables:
+            _firstfit.touch_blocks(table, cols, first, last, i)
+        if isinstance(step, Copy):
+            _firstfit.copy_state(step.rows, block_tiles, vertex_state, COPY_DESCRIPTOR_BYTES,
+                                 STRIDED_DESCRIPTOR_BYTES)
+        else:
+            vertex_state += _vertex_state(step, block_tiles, ntiles)
     # categories as small codes per block (names looked up once per tensor, not once per block)
     cat_names = sorted({t.category for t in builder.tensors})
     code_of = {c: k for k, c in enumerate(cat_names)}
@@ -193,18 +262,7 @@ def plan_memory(builder):
 
     base = np.zeros(nblocks, np.int64)
     extent = np.zeros(ntiles, np.int64)
-    live_blocks = np.flatnonzero(used)
-    by_order = live_blocks[np.argsort(block_tiles[live_blocks], kind="stable")]   # by tile, block order kept
-    tile_of = block_tiles[by_order]
-    cuts = np.flatnonzero(np.diff(tile_of)) + 1
-    memo = {}
-    for blocks in np.split(by_order, cuts) if len(by_order) else []:
-        tile = int(block_tiles[blocks[0]])
-        key = (block_bytes[blocks].tobytes(), first[blocks].tobytes(), last[blocks].tobytes())
-        if key not in memo:
-            memo[key] = _place(block_bytes[blocks], first[blocks], last[blocks])
-        offsets, extent[tile] = memo[key]
-        base[blocks] = tile * device.tile_memory + offsets
+    _place_tiles(np.flatnonzero(used), block_tiles, block_bytes, first, last, device.tile_memory, base, extent)
 
     peak = extent + vertex_state
     available = device.usable_tile_memory
@@ -265,8 +323,13 @@ def resolve(builder, base: np.ndarray, steps) -> None:
     def absolute(sym):
         return base[sym >> OFFSET_BITS] + (sym & OFFSET_MASK)
 
+    fast = _firstfit is not None and base.dtype == np.int64 and base.flags.c_contiguous
     for step in steps:
-        if isinstance(step, Execute):
+        tables = _step_tables(step) if fast else None
+        if tables is not None:
+            for table, cols in tables:
+                _firstfit.resolve_cols(table, cols, base)
+        elif isinstance(step, Execute):
             for g in step.cs.groups:
                 cols = list(g.addr_cols)
                 g.records[:, cols] = absolute(g.records[:, cols])
@@ -296,6 +359,32 @@ def estimate_cycles(device, steps) -> None:
 
 
 def _copy_cycles(device, step: Copy) -> None:
+    """Cycles of a copy step (``_copy_cycles_numpy`` says how; this is the same in C when it is built)."""
+    if _copyplan is None:
+        return _copy_cycles_numpy(device, step)
+    ntiles, tm = device.num_tiles, device.tile_memory
+    rows = np.ascontiguousarray(step.rows, np.int64)
+    local_bytes, local_runs, recv, msgs, keys, strided, moved = _copyplan.copy_traffic(rows, tm, ntiles)
+    # no local rows: every tile's local bytes and runs are 0, and so is the most any tile spends
+    step.local_cycles = int(cyc.copy_cycles(device, local_bytes.astype(np.float64),
+                                            local_runs.astype(np.float64)).max()) if len(rows) else 0
+    if len(keys) or len(strided):
+        keys.sort()
+        sent = _copyplan.sent_once(keys, tm, ntiles)
+        if len(strided):
+            s = rows[strided]
+            src, nb, cnt, stride = s[:, 1], s[:, 2], s[:, 3], s[:, 5]
+            o = np.lexsort((stride, cnt, nb, src))
+            src, nb, cnt, stride = src[o], nb[o], cnt[o], stride[o]
+            first = np.ones(len(src), bool)
+            first[1:] = (src[1:] != src[:-1]) | (nb[1:] != nb[:-1]) | (cnt[1:] != cnt[:-1]) | (stride[1:] != stride[:-1])
+            sent += np.bincount(src[first] // tm, weights=nb[first] * cnt[first], minlength=ntiles).astype(np.int64)
+        step.exchange_cycles = cyc.exchange_cycles(device, sent.astype(np.float64), recv.astype(np.float64),
+                                                   msgs.astype(np.float64))
+        step.exchange_bytes = int(moved)
+
+
+def _copy_cycles_numpy(device, step: Copy) -> None:
     """Cycles of a copy step: each run of a row costs what a plain row would (a strided row saves descriptor
     memory, not time). On-tile runs are store-bound with a per-run overhead; the exchange takes as long as the
     tile that sends or receives the most, with a message per run received, and multicasts: the same source

@@ -180,10 +180,8 @@ def _rows_from_runs(runs: np.ndarray) -> np.ndarray:
     """Copy rows from ``element_runs``' runs: ordered by (destination block, source block), then merged."""
     if len(runs) < 2:
         return plain_copy_rows(runs)
-    key = runs[:, 0] >> OFFSET_BITS
-    src_block = runs[:, 1] >> OFFSET_BITS
-    key = key * (int(src_block.max()) + 1) + src_block
-    if (key[1:] >= key[:-1]).all():
+    key, rising = _copyplan.run_keys(runs)
+    if rising:
         order = np.arange(len(runs), dtype=np.int64)
     else:
         order = np.argsort(key, kind="stable").astype(np.int64)

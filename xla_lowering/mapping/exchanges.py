@@ -23,7 +23,13 @@ def merge_exchanges(seq: Sequence) -> int:
     """Merge hazard-free adjacent copies in ``seq`` and every sequence inside it; returns the steps saved."""
     saved = 0
     out = []
-    run = None                # the copy being grown: [copy, written blocks, read blocks, names]
+    run = None                # the copy being grown: [copy, written blocks, read blocks, names, rows]
+
+    def close():
+        if run is not None and len(run[3]) > 1:
+            run[0].rows = np.concatenate(run[4])
+            run[0].name = _merged_name(run[3])
+
     for step in seq.steps:
         if isinstance(step, Repeat):
             saved += merge_exchanges(step.body)
@@ -34,22 +40,23 @@ def merge_exchanges(seq: Sequence) -> int:
         elif isinstance(step, Switch):
             saved += sum(merge_exchanges(b) for b in step.branches)
         if not isinstance(step, Copy) or not len(step.rows):
+            close()
             run = None
             out.append(step)
             continue
-        dst = set(np.unique(step.rows[:, 0] >> OFFSET_BITS).tolist())
-        src = set(np.unique(step.rows[:, 1] >> OFFSET_BITS).tolist())
+        dst = set((step.rows[:, 0] >> OFFSET_BITS).tolist())
+        src = set((step.rows[:, 1] >> OFFSET_BITS).tolist())
         if run is not None and not (dst & run[1] or src & run[1] or dst & run[2]):
-            first = run[0]
-            first.rows = np.concatenate([first.rows, step.rows])
             run[1] |= dst
             run[2] |= src
             run[3].append(step.name)
-            first.name = _merged_name(run[3])
+            run[4].append(step.rows)
             saved += 1
             continue
-        run = [step, dst, src, [step.name]]
+        close()
+        run = [step, dst, src, [step.name], [step.rows]]
         out.append(step)
+    close()
     seq.steps[:] = out
     return saved
 

@@ -341,6 +341,34 @@ cdef void int_binary(int op, int dtd, int64_t* id_, const int64_t* ia, const int
             id_[j] = wrap_i(ia[j] >> (sh - 1 if (ib[j] < 0 or ib[j] >= sh) else ib[j]), dtd)
 
 
+ctypedef fused real:
+    float
+    double
+
+
+cdef void float_compare(int op, int64_t* id_, const real* a, const real* b, Py_ssize_t n) noexcept nogil:
+    """A float comparison (NaN compares unequal and unordered) into pred slots, for either slot precision."""
+    cdef Py_ssize_t j
+    if op == OP_EQ:
+        for j in range(n):
+            id_[j] = a[j] == b[j]
+    elif op == OP_NE:
+        for j in range(n):
+            id_[j] = a[j] != b[j]
+    elif op == OP_LT:
+        for j in range(n):
+            id_[j] = a[j] < b[j]
+    elif op == OP_LE:
+        for j in range(n):
+            id_[j] = a[j] <= b[j]
+    elif op == OP_GT:
+        for j in range(n):
+            id_[j] = a[j] > b[j]
+    elif op == OP_GE:
+        for j in range(n):
+            id_[j] = a[j] >= b[j]
+
+
 cdef void int_compare(int op, int dts, int64_t* id_, const int64_t* ia, const int64_t* ib, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t j
     if is_unsigned(dts) and dts == DT_U64:
@@ -571,24 +599,7 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
         elif op < OP_SELECT:
             # ---- compare: operands of type dts, result pred
             if sflt:
-                if op == OP_EQ:
-                    for j in range(n):
-                        id_[j] = fa[j] == fb[j]
-                elif op == OP_NE:
-                    for j in range(n):
-                        id_[j] = fa[j] != fb[j]
-                elif op == OP_LT:
-                    for j in range(n):
-                        id_[j] = fa[j] < fb[j]
-                elif op == OP_LE:
-                    for j in range(n):
-                        id_[j] = fa[j] <= fb[j]
-                elif op == OP_GT:
-                    for j in range(n):
-                        id_[j] = fa[j] > fb[j]
-                elif op == OP_GE:
-                    for j in range(n):
-                        id_[j] = fa[j] >= fb[j]
+                float_compare(op, id_, fa, fb, n)
             else:
                 int_compare(op, dts, id_, ia, ib, n)
         elif op == OP_SELECT:
@@ -947,24 +958,7 @@ cdef void run_program_f32(const int64_t[:, ::1] code, float* G, int64_t* I, Py_s
         elif op < OP_SELECT:
             # ---- compare: operands of type dts, result pred
             if sflt:
-                if op == OP_EQ:
-                    for j in range(n):
-                        id_[j] = ga[j] == gb[j]
-                elif op == OP_NE:
-                    for j in range(n):
-                        id_[j] = ga[j] != gb[j]
-                elif op == OP_LT:
-                    for j in range(n):
-                        id_[j] = ga[j] < gb[j]
-                elif op == OP_LE:
-                    for j in range(n):
-                        id_[j] = ga[j] <= gb[j]
-                elif op == OP_GT:
-                    for j in range(n):
-                        id_[j] = ga[j] > gb[j]
-                elif op == OP_GE:
-                    for j in range(n):
-                        id_[j] = ga[j] >= gb[j]
+                float_compare(op, id_, ga, gb, n)
             else:
                 int_compare(op, dts, id_, ia, ib, n)
         elif op == OP_SELECT:

@@ -699,6 +699,31 @@ def test_memory_placement_matches_plain_first_fit(seed):
             assert got[1] == want[1]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_all_tiles_placed_at_once_match_tile_by_tile(seed, monkeypatch):
+    """The planner places every tile's blocks in one parallel call: the same bases and extents as placing each
+    tile on its own (the fallback), with tiles of one block, empty tiles, zero-size and always-live blocks."""
+    from xla_lowering.mapping import memory
+    rng = np.random.default_rng(seed)
+    ntiles, tile_memory = 9, 1 << 20
+    for _ in range(40):
+        n = int(rng.integers(1, 120))
+        tiles = rng.integers(0, ntiles, n)
+        sizes = rng.integers(0, 40, n) * 8
+        first = rng.integers(0, 30, n)
+        last = first + rng.integers(0, 15, n)
+        first[rng.random(n) < 0.1] = 0
+        live = np.flatnonzero(rng.random(n) < 0.9)
+        got_base, got_extent = np.full(n, -1, np.int64), np.zeros(ntiles, np.int64)
+        memory._place_tiles(live, tiles, sizes, first, last, tile_memory, got_base, got_extent)
+        want_base, want_extent = np.full(n, -1, np.int64), np.zeros(ntiles, np.int64)
+        with monkeypatch.context() as m:
+            m.setattr(memory, "_firstfit", None)
+            memory._place_tiles(live, tiles, sizes, first, last, tile_memory, want_base, want_extent)
+        np.testing.assert_array_equal(got_base, want_base)
+        np.testing.assert_array_equal(got_extent, want_extent)
+
+
 def test_memory_plan_constants_are_always_live():
     b, t = _liveness_program(with_constant=True)
     base, report, steps = plan_memory(b)

@@ -194,6 +194,18 @@ def sent_once(const long long[::1] keys, long long tile_memory, Py_ssize_t ntile
 
 
 
+def _check_regions(const long long[::1] region_tiles, const long long[::1] region_counts, Py_ssize_t ntiles,
+                   Py_ssize_t n):
+    """A destination's regions: every non-empty one on a tile of the device, ``n`` elements in all."""
+    cdef Py_ssize_t r, total = 0
+    for r in range(region_tiles.shape[0]):
+        total += region_counts[r]
+        if region_counts[r] and not 0 <= region_tiles[r] < ntiles:
+            raise ValueError("a region's tile is out of range")
+    if total != n:
+        raise ValueError(f"the regions hold {total} elements, which has {n}")
+
+
 def source_tiles(const long long[::1] which, const long long[::1] region_tiles, const long long[::1] region_counts,
                  const long long[::1] row_of, Py_ssize_t nrows, Py_ssize_t ntiles):
     """For a destination given by its regions' tiles and element counts (in element order): how many elements
@@ -210,12 +222,7 @@ def source_tiles(const long long[::1] which, const long long[::1] region_tiles, 
     for k in range(nsources):
         if row_of[k] >= nrows:
             raise ValueError("row_of names a row beyond nrows")
-    for r in range(nreg):
-        p += region_counts[r]
-        if region_counts[r] and not 0 <= region_tiles[r] < ntiles:
-            raise ValueError("a region's tile is out of range")
-    if p != which.shape[0]:
-        raise ValueError(f"the regions hold {p} elements, which has {which.shape[0]}")
+    _check_regions(region_tiles, region_counts, ntiles, which.shape[0])
     p = 0
     with nogil:
         for r in range(nreg):
@@ -248,12 +255,7 @@ def source_index(const long long[::1] which, const long long[::1] src_index, con
     for k in range(nsrc):
         if row_of[k] >= tile_slot.shape[0]:
             raise ValueError("row_of names a row tile_slot does not have")
-    for r in range(nreg):
-        i += region_counts[r]
-        if region_counts[r] and not 0 <= region_tiles[r] < ntiles:
-            raise ValueError("a region's tile is out of range")
-    if i != n:
-        raise ValueError(f"the regions hold {i} elements, which has {n}")
+    _check_regions(region_tiles, region_counts, ntiles, n)
     i = 0
     with nogil:
         for r in range(nreg):

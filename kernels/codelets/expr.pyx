@@ -369,6 +369,19 @@ cdef void float_compare(int op, int64_t* id_, const real* a, const real* b, Py_s
             id_[j] = a[j] >= b[j]
 
 
+cdef void float_clamp(real* d, const real* lo, const real* x, const real* hi, Py_ssize_t n) noexcept nogil:
+    """clamp(lo, x, hi) of floats (no rounding: the result is one of its operands), for either slot precision."""
+    cdef Py_ssize_t j
+    cdef real v
+    for j in range(n):
+        v = x[j]
+        if v < lo[j]:
+            v = lo[j]
+        if v > hi[j]:
+            v = hi[j]
+        d[j] = v
+
+
 cdef void int_compare(int op, int dts, int64_t* id_, const int64_t* ia, const int64_t* ib, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t j
     if is_unsigned(dts) and dts == DT_U64:
@@ -612,13 +625,7 @@ cdef void run_program(const int64_t[:, ::1] code, double* F, int64_t* I, int n,
         elif op == OP_CLAMP:
             # clamp(lo=a, x=b, hi=c)
             if flt:
-                for j in range(n):
-                    x = fb[j]
-                    if x < fa[j]:
-                        x = fa[j]
-                    if x > fc[j]:
-                        x = fc[j]
-                    fd[j] = x
+                float_clamp(fd, fa, fb, fc, n)
             else:
                 int_clamp(dtd, id_, ia, ib, ic, n)
 
@@ -975,13 +982,7 @@ cdef void run_program_f32(const int64_t[:, ::1] code, float* G, int64_t* I, Py_s
         elif op == OP_CLAMP:
             # clamp(lo=a, x=b, hi=c)
             if flt:
-                for j in range(n):
-                    x = gb[j]
-                    if x < ga[j]:
-                        x = ga[j]
-                    if x > gc[j]:
-                        x = gc[j]
-                    gd[j] = x
+                float_clamp(gd, ga, gb, gc, n)
             else:
                 int_clamp(dtd, id_, ia, ib, ic, n)
 

@@ -78,23 +78,33 @@ def run_matmul(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int o
     """
     cdef Py_ssize_t nv = records.shape[0], v
     cdef uint8_t* base = &mem[0]
-    cdef int64_t work = 0
     cdef int nt
     if nv == 0:
         return
-    for v in range(nv):
-        work += records[v, 3] * records[v, 4] * records[v, 5]
-    nt = host_threads(work // 16)
+    nt = _threads(records)
     for v in prange(nv, nogil=True, schedule='dynamic', num_threads=nt):
-        if in_dt == DT_F32 and out_dt == DT_F32:
-            gemm(<float*>(base + records[v, 0]), <float*>(base + records[v, 1]),
-                     <float*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], ta, tb)
-        elif in_dt == DT_F64 and out_dt == DT_F64:
-            gemm(<double*>(base + records[v, 0]), <double*>(base + records[v, 1]),
-                     <double*>(base + records[v, 2]), <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], ta, tb)
-        else:
-            gemm_generic(base + records[v, 0], base + records[v, 1], base + records[v, 2],
-                         <int>records[v, 3], <int>records[v, 4], <int>records[v, 5], in_dt, out_dt, ta, tb)
+        gemm_any(base + records[v, 0], base + records[v, 1], base + records[v, 2], <int>records[v, 3],
+                 <int>records[v, 4], <int>records[v, 5], in_dt, out_dt, ta, tb)
+
+
+cdef int _threads(const int64_t[:, ::1] records):
+    """Host threads for vertices whose records hold M, N, K in columns 3-5."""
+    cdef int64_t work = 0
+    cdef Py_ssize_t v
+    for v in range(records.shape[0]):
+        work += records[v, 3] * records[v, 4] * records[v, 5]
+    return host_threads(work // 16)
+
+
+cdef void gemm_any(uint8_t* A, uint8_t* B, uint8_t* C, int M, int N, int K, int in_dt, int out_dt, bint ta,
+                   bint tb) noexcept nogil:
+    """C = A @ B for any element types: BLAS for f32 and f64, widened otherwise."""
+    if in_dt == DT_F32 and out_dt == DT_F32:
+        gemm(<float*>A, <float*>B, <float*>C, M, N, K, ta, tb)
+    elif in_dt == DT_F64 and out_dt == DT_F64:
+        gemm(<double*>A, <double*>B, <double*>C, M, N, K, ta, tb)
+    else:
+        gemm_generic(A, B, C, M, N, K, in_dt, out_dt, ta, tb)
 
 
 def run_conv(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int out_dt, bint tb=False):
@@ -107,13 +117,10 @@ def run_conv(uint8_t[::1] mem, const int64_t[:, ::1] records, int in_dt, int out
     """
     cdef Py_ssize_t nv = records.shape[0], v
     cdef uint8_t* base = &mem[0]
-    cdef int64_t work = 0
     cdef int nt, bad = 0
     if nv == 0:
         return
-    for v in range(nv):
-        work += records[v, 3] * records[v, 4] * records[v, 5]
-    nt = host_threads(work // 16)
+    nt = _threads(records)
     for v in prange(nv, nogil=True, schedule='dynamic', num_threads=nt):
         if conv_vertex(base, records[v, 0], records[v, 1], records[v, 2], <int>records[v, 3], <int>records[v, 4],
                        <int>records[v, 5], records[v, 6], records[v, 7], in_dt, out_dt, tb) != 0:
@@ -169,12 +176,7 @@ cdef int conv_vertex(uint8_t* base, int64_t box_addr, int64_t b_addr, int64_t c_
             else:
                 memcpy(A + (<size_t>m * K + k) * isz, box + (<int64_t>moff[m] + koff[k]) * isz,
                        <size_t>run_len[r] * isz)
-    if in_dt == DT_F32 and out_dt == DT_F32:
-        gemm(<float*>A, <float*>(base + b_addr), <float*>(base + c_addr), M, N, K, False, tb)
-    elif in_dt == DT_F64 and out_dt == DT_F64:
-        gemm(<double*>A, <double*>(base + b_addr), <double*>(base + c_addr), M, N, K, False, tb)
-    else:
-        gemm_generic(A, base + b_addr, base + c_addr, M, N, K, in_dt, out_dt, False, tb)
+    gemm_any(A, base + b_addr, base + c_addr, M, N, K, in_dt, out_dt, False, tb)
     free(A)
     free(run_k)
     return 0

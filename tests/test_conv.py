@@ -324,6 +324,7 @@ def test_patch_boxes_read_the_patches_map(case, reversal, blocks):
     Mb, Kb = min(blocks[0], M), min(blocks[1], K)
     g, im, ik = (a.reshape(-1) for a in np.meshgrid(np.arange(G), np.arange(-(-M // Mb)), np.arange(-(-K // Kb)),
                                                      indexing="ij"))
+    np.testing.assert_array_equal(patches.sample(blocks[0], blocks[1]), A[:1, :blocks[0], :blocks[1]])
     index, start, size, moff, koff = patches.blocks(g, im, ik, Mb, Kb)
     for v in range(len(g)):
         box = index[start[v]:start[v] + size[v]]
@@ -366,6 +367,23 @@ def test_conv_reads_input_boxes_not_im2col():
     assert box_elems < im2col_elems, (box_elems, im2col_elems)
     names = [s.name for s in walk(exe.program) if isinstance(s, Copy)]
     assert any("patch_boxes" in n for n in names) and not any("lhs_blocks" in n for n in names), names
+
+
+def test_taps_that_only_read_padding_are_dropped():
+    """A 3x3 SAME convolution of a 1x1 image (ResNet-50's last stage at 32x32) reads data with its centre tap
+    only: the contraction is over the input channels alone (K = 16, not 9 x 16), for the convolution and both
+    gradients, and the results still match TensorFlow's. A 2x2 image keeps every tap."""
+    from kernels.program import Execute
+    x, w = _data(0, (2, 1, 1, 16)), _data(1, (3, 3, 16, 8))
+    fn = _grads(lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"))
+    assert_matches_tf(fn, x, w, loose=True)
+
+    def contractions(x, w):
+        exe = get_strategy().compile(fn, (tf.constant(x), tf.constant(w)))
+        return {int(k) for s in walk(exe.program) if isinstance(s, Execute) for g in s.cs.groups
+                if g.codelet in ("matmul", "conv") for k in g.records[:, 5]}
+    assert max(contractions(x, w)) <= 16
+    assert max(contractions(_data(0, (2, 2, 2, 16)), w)) > 16
 
 
 # --- Keras -----------------------------------------------------------------------------------------

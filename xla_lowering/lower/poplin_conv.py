@@ -70,14 +70,37 @@ def _geometry(x_dims, w_dims, out_dims, dn: dict, window, feature_groups: int, b
     isp = dn["input_spatial_dimensions"]
     G = feature_groups * batch_groups
     ws = [xs[dn["input_feature_dimension"]]] + [xs[a] for a in isp]
+    OS = [out_dims[a] for a in dn["output_spatial_dimensions"]]
+    KS = [w_dims[a] for a in dn["kernel_spatial_dimensions"]]
+    tap0 = _trim_taps(window, OS, KS, [x_dims[a] for a in isp])
     return dict(
         window=window, d=len(window), xs=xs, ws=_strides(w_dims), G=G, fg=feature_groups, bg=batch_groups,
         n_out=out_dims[dn["output_batch_dimension"]], I=w_dims[dn["kernel_input_feature_dimension"]],
-        O=w_dims[dn["kernel_output_feature_dimension"]],
-        OS=[out_dims[a] for a in dn["output_spatial_dimensions"]],
-        KS=[w_dims[a] for a in dn["kernel_spatial_dimensions"]],
+        O=w_dims[dn["kernel_output_feature_dimension"]], OS=OS, KS=KS, tap0=tap0,
+        KS_full=[w_dims[a] for a in dn["kernel_spatial_dimensions"]],
         k_order=list(np.argsort([-s for s in ws], kind="stable")),
         m_order=list(np.argsort([-xs[dn["input_batch_dimension"]]] + [-xs[a] for a in isp], kind="stable")))
+
+
+def _trim_taps(window: list[dict], OS: list, KS: list, in_sizes: list) -> list[int]:
+    """Drop the window taps that read padding for every output position (a 3x3 kernel over a 1x1 image reads
+    data with its centre tap only), as PopLibs truncates the kernel when it canonicalises a convolution: they
+    only add zeros. Along each spatial dim the taps kept are the range from the first to the last one that
+    ever reads the input; ``window`` (pad_low) and ``KS`` are changed in place to describe the kept taps as a
+    window of their own. Returns each dim's first kept tap (of the kernel as given).
+
+    A dropped tap multiplies only padding zeros, so the result is the same unless a dropped weight is inf or
+    NaN (then TensorFlow's 0 * inf would give NaN where this gives the sum of the kept taps)."""
+    first = []
+    for i, w in enumerate(window):
+        _, ok = _taps(OS[i], KS[i], in_sizes[i], w)
+        used = np.flatnonzero(ok.any(axis=0)) if OS[i] else np.zeros(0, np.int64)
+        lo = int(used[0]) if len(used) else 0
+        if len(used):
+            KS[i] = int(used[-1]) - lo + 1
+            w["pad_low"] -= lo * w["window_dilation"]
+        first.append(lo)
+    return first
 
 
 def conv_index_maps(x_dims, w_dims, out_dims, dn: dict, window, feature_groups: int, batch_groups: int):
@@ -139,8 +162,8 @@ def kernel_map(geo: dict, dn: dict) -> tuple[np.ndarray, np.ndarray]:
     Bm = _along(g * Og * ws[ko], 0, nd) + _along(np.arange(Og, dtype=np.int64) * ws[ko], nd - 1, nd) \
         + _along(np.arange(I, dtype=np.int64) * ws[ki], 1, nd)
     for i, w in enumerate(window):
-        k = np.arange(KS[i], dtype=np.int64)
-        Bm = Bm + _along((KS[i] - 1 - k if w["reversal"] else k) * ws[ksp[i]], 2 + i, nd)
+        k = geo["tap0"][i] + np.arange(KS[i], dtype=np.int64)      # taps kept (see _trim_taps)
+        Bm = Bm + _along((geo["KS_full"][i] - 1 - k if w["reversal"] else k) * ws[ksp[i]], 2 + i, nd)
     Bm = np.broadcast_to(Bm, (G, I, *KS, Og)).transpose(0, *[1 + k for k in k_order], 1 + len(k_order))
     Bm = np.ascontiguousarray(Bm).reshape(G, -1, Og)
 
@@ -234,6 +257,20 @@ class Patches:
 
     def full_map(self) -> np.ndarray:
         return patches_map(self.geo, self.x_dims, self.dn)
+
+    def sample(self, rows: int = 64, cols: int = 64) -> np.ndarray:
+        """The first rows x cols of group 0's patches (as ``full_map()[:1, :rows, :cols]``, without the rest)."""
+        geo, dn = self.geo, self.dn
+        xs = geo["xs"]
+        m, k = self.mc[:, :rows], self.kc[:, :cols]
+        index = (m[0] * xs[dn["input_batch_dimension"]])[:, None] + (k[0] * xs[dn["input_feature_dimension"]])[None]
+        valid = np.ones(index.shape, bool)
+        for i, w in enumerate(geo["window"]):
+            p = m[1 + i][:, None] * w["stride"] + k[1 + i][None, :] * w["window_dilation"] - w["pad_low"]
+            bd = w["base_dilation"]
+            valid &= (p >= 0) & (p % bd == 0) & (p // bd < self.x_dims[dn["input_spatial_dimensions"][i]])
+            index += (p // bd) * xs[dn["input_spatial_dimensions"][i]]
+        return np.where(valid, index, -1)[None]
 
     def blocks(self, g: np.ndarray, im: np.ndarray, ik: np.ndarray, Mb: int, Kb: int, limit: int | None = None):
         """Boxes and worklists of the blocks (g[v], rows im[v]*Mb.., columns ik[v]*Kb..), one per vertex v.

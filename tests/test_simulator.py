@@ -27,7 +27,7 @@ from kernels.program import plain_copy_rows
 from kernels.expr_ops import OPS
 from xla_lowering.compiler import CompileOptions, compile_module
 from xla_lowering.hlo.ir import Computation, Instruction, Module, Shape
-from xla_lowering.mapping.matmul_plan import MEMORY_FRACTION, plan_matmul
+from xla_lowering.mapping.matmul_plan import MEMORY_FRACTION, Contiguity, plan_matmul
 from xla_lowering.mapping.memory import plan_memory
 from xla_lowering.mapping.tensor import OFFSET_BITS
 from xla_lowering.program import ProgramBuilder
@@ -582,6 +582,19 @@ def test_matmul_planner_prefers_splitting_big_dims():
     assert p.pk > 1, p                                       # a long K is split and the partials reduced
     p = plan_matmul(MK2_64, 1, 1024, 1024, 1024, 4, "f32")
     assert p.tiles >= MK2_64.num_tiles // 2, p               # a big matmul uses most tiles
+
+
+@pytest.mark.parametrize("M,N,K", [(2048, 64, 576), (512, 512, 4608), (576, 64, 2048)])
+def test_matmul_planner_counts_exchange_messages(M, N, K):
+    """The cost of a plan includes a message per contiguous run its tiles receive: operands whose elements are
+    all apart in memory (every element a message) cost more to stage, and the planner then gives each tile fewer
+    elements to receive than for row-major operands, whose blocks arrive in a few long runs."""
+    scattered = Contiguity(0, 0, 0, 0, 0, 0, 0, 0)
+    dense = plan_matmul(DEVICES["mk2"], 1, M, N, K, 4, "f32")
+    apart = plan_matmul(DEVICES["mk2"], 1, M, N, K, 4, "f32", scattered)
+    assert apart.cycles > dense.cycles
+    received = lambda p: p.Mb * p.Kb + p.Kb * p.Nb
+    assert received(apart) < received(dense), (apart, dense)
 
 
 def test_matmul_plan_of_ones():

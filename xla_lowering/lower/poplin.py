@@ -13,7 +13,7 @@ from kernels import dtypes
 from kernels.program import Copy, VertexGroup
 
 from ..hlo.ir import Shape
-from ..mapping.matmul_plan import plan_matmul
+from ..mapping.matmul_plan import Contiguity, plan_matmul
 from ..mapping.tensor import DTensor, plain_copy_rows
 from . import register_lowering
 from .popops_reduce import REDUCE_OPS, reduce_rows
@@ -33,6 +33,34 @@ def _runs_along(index: np.ndarray, axis: int) -> int:
     """How many neighbours along ``axis`` are also neighbours in memory (a sample is enough to decide)."""
     sample = index[:, :64, :64]
     return int(np.count_nonzero(np.diff(sample, axis=axis) == 1))
+
+
+def _contiguity(lhs: DTensor, A, rhs: DTensor, Bm: np.ndarray) -> Contiguity:
+    """How the operands' blocks would break into runs: the fraction of neighbours along each axis of a sample of
+    each index map whose elements are neighbours in the tiles' memory (same block, next address), and of rows
+    (columns) whose first element follows the previous one's last. ``A``: an index map or a conv's Patches."""
+    def addresses(t: DTensor, index: np.ndarray) -> np.ndarray:
+        addr = t.element_syms()[index]
+        addr[index < 0] = -(1 << 62)            # a padding zero is nobody's neighbour
+        return addr
+
+    def along(t: DTensor, index: np.ndarray, axis: int) -> float:
+        sample = index[:, :64, :64]
+        if sample.shape[axis] < 2:
+            return 1.0
+        return float(np.mean(np.diff(addresses(t, sample), axis=axis) == t.itemsize))
+
+    def wrap(t: DTensor, first: np.ndarray, last: np.ndarray) -> float:
+        """Fraction of lines whose first element follows the previous line's last (first/last: [B, lines])."""
+        if first.shape[1] < 2:
+            return 1.0
+        return float(np.mean(addresses(t, first[:, 1:]) - addresses(t, last[:, :-1]) == t.itemsize))
+
+    patches = not isinstance(A, np.ndarray)
+    a = A.sample() if patches else A
+    a_wrap = (0.0, 0.0) if patches else (wrap(lhs, A[:, :, 0], A[:, :, -1]), wrap(lhs, A[:, 0, :], A[:, -1, :]))
+    return Contiguity(along(lhs, a, 2), along(lhs, a, 1), along(rhs, Bm, 1), along(rhs, Bm, 2), *a_wrap,
+                      wrap(rhs, Bm[:, 0, :], Bm[:, -1, :]), wrap(rhs, Bm[:, :, 0], Bm[:, :, -1]))
 
 
 def _pad(index: np.ndarray, shape) -> np.ndarray:
@@ -74,7 +102,7 @@ def batched_matmul(b, lhs: DTensor, A, rhs: DTensor, Bm: np.ndarray, out_shape: 
     if K == 0:                   # an empty contraction: every output is zero
         return b.constant(np.zeros(out_shape.dims, out_shape.np_dtype), out_shape, name, origin)
     pdt = "f32" if in_dtype in ("f16", "f32") else ("f64" if in_dtype == "f64" else out_shape.dtype)
-    p = plan_matmul(b.device, B, M, N, K, lhs.itemsize, in_dtype)
+    p = plan_matmul(b.device, B, M, N, K, lhs.itemsize, in_dtype, _contiguity(lhs, A, rhs, Bm))
     T = p.tiles
     # a matmul on fewer tiles than the device has starts at a different tile each time, so that the tiles that
     # hold blocks (and their copy descriptors) are not always the same ones

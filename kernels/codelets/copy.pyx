@@ -28,10 +28,46 @@ cdef int64_t strided_bytes(const int64_t[:, ::1] rows) noexcept nogil:
     return total
 
 
+cdef inline void copy_run(uint8_t* d, const uint8_t* s, int64_t n) noexcept nogil:
+    """One run; the common element sizes as fixed-size moves (a library call costs more than the move)."""
+    if n == 4:
+        memcpy(d, s, 4)
+    elif n == 8:
+        memcpy(d, s, 8)
+    elif n == 2:
+        memcpy(d, s, 2)
+    elif n == 16:
+        memcpy(d, s, 16)
+    else:
+        memcpy(d, s, n)
+
+
+cdef void copy_rows(uint8_t* base, const int64_t* rows, int64_t lo, int64_t hi) noexcept nogil:
+    cdef int64_t r, i, d, s, n, c, ds, ss
+    cdef const int64_t* q
+    for r in range(lo, hi):
+        q = rows + 6 * r
+        d, s, n, c = q[0], q[1], q[2], q[3]
+        if c == 1:
+            copy_run(base + d, base + s, n)
+            continue
+        ds, ss = q[4], q[5]
+        if n == 4:               # most strided rows move single f32 / s32 elements
+            for i in range(c):
+                memcpy(base + d, base + s, 4)
+                d += ds
+                s += ss
+        else:
+            for i in range(c):
+                copy_run(base + d, base + s, n)
+                d += ds
+                s += ss
+
+
 def run_copies(uint8_t[::1] mem, const int64_t[:, ::1] rows):
-    """Device-to-device copies (exchange between tiles, or copies within a tile): rows of 6 columns."""
-    cdef Py_ssize_t n = rows.shape[0], r
-    cdef int64_t i, d, s
+    """Device-to-device copies (exchange between tiles, or copies within a tile): rows of 6 columns, split into
+    one contiguous share per host thread."""
+    cdef int64_t n = rows.shape[0], k, lo, hi, share
     cdef uint8_t* base = &mem[0]
     cdef int nt
     if n == 0:
@@ -39,13 +75,12 @@ def run_copies(uint8_t[::1] mem, const int64_t[:, ::1] rows):
     if rows.shape[1] != 6:
         raise ValueError(f"copy rows must have 6 columns, found {rows.shape[1]}")
     nt = host_threads(strided_bytes(rows))
-    for r in prange(n, nogil=True, schedule='static', num_threads=nt):
-        d = rows[r, 0]
-        s = rows[r, 1]
-        for i in range(rows[r, 3]):
-            memcpy(base + d, base + s, rows[r, 2])
-            d = d + rows[r, 4]
-            s = s + rows[r, 5]
+    share = (n + nt - 1) // nt
+    for k in prange(nt, nogil=True, schedule='static', num_threads=nt):
+        lo = k * share
+        hi = min(n, lo + share)
+        if lo < hi:
+            copy_rows(base, &rows[0, 0], lo, hi)
 
 
 def host_to_device(uint8_t[::1] mem, const uint8_t[::1] host, const int64_t[:, ::1] rows):

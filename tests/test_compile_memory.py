@@ -202,3 +202,15 @@ def test_rearrange_with_a_padding_value_broadcasts_it_and_gives_the_element_wise
     assert names == ["broadcast/pad", "r"]
     rows = [s.rows for s in walk(b.root) if isinstance(s, Copy) and s.name == "r"][0]
     np.testing.assert_array_equal(rows, _rearrange_rows_by_element(b, dst, [x, pad], src_index, which))
+
+
+@given(st.lists(st.integers(-2**62, 2**62), max_size=300), st.integers(0, 3))
+def test_distinct_is_numpys_unique(values, scale):
+    """``distinct`` (a count for small non-negative ranges, a sort otherwise) gives np.unique's values."""
+    from xla_lowering.mapping.arrays import distinct
+    a = np.array(values, np.int64)
+    if scale < 3:                    # small non-negative ranges, as tile numbers are: the counting path
+        a = np.abs(a) % (10 ** (scale + 1))
+    got = distinct(a)
+    np.testing.assert_array_equal(got, np.unique(a))
+    assert got.dtype == a.dtype

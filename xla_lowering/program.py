@@ -15,6 +15,7 @@ from kernels.program import (ComputeSet, Copy, Execute, If, Repeat, Sequence, St
                              VertexGroup, walk)
 
 from .hlo.ir import Shape
+from .mapping.arrays import distinct
 from .mapping.linear import linear_pieces
 from .mapping.tensor import OFFSET_BITS, DTensor, copy_runs, gather_copy_runs
 
@@ -175,7 +176,7 @@ class ProgramBuilder:
                 if dst_tiles is None:       # the tile of every destination element (its region's block's)
                     dst_tiles = np.repeat(block_tiles[dst.syms >> OFFSET_BITS], dst.counts)
                 tiles = dst_tiles[sel]
-                used = np.unique(tiles)
+                used = distinct(tiles)
                 local = self.scalar_per_tile(s, used, origin)
                 part, idx = local.syms, np.searchsorted(used, tiles)
             else:

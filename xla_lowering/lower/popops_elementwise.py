@@ -17,6 +17,7 @@ from kernels import cycles as cyc
 from kernels import dtypes
 from kernels.program import VertexGroup
 
+from ..mapping.arrays import distinct
 from ..mapping.tensor import DTensor
 from . import register_lowering
 from .expression import ELEMENTWISE, ExprProgram, compile_computation, compile_instruction
@@ -108,7 +109,7 @@ def expression(b, prog: ExprProgram, operands: list[DTensor], out_shape, name: s
     full = [o for o, s, bc in zip(operands, scalar, bcast) if not s and bc is None]
     if out is None:
         if full:
-            anchor = max(full, key=lambda o: len(np.unique(o.tiles)))
+            anchor = max(full, key=lambda o: len(distinct(o.tiles)))
             out = b.like(anchor, out_shape, name, "activation", origin)
         else:
             out = b.linear(out_shape, name, "activation", origin)
@@ -120,7 +121,7 @@ def expression(b, prog: ExprProgram, operands: list[DTensor], out_shape, name: s
     in_bcast = np.zeros((len(operands), 2), np.int64)
     for i, (o, s) in enumerate(zip(operands, scalar)):
         if s:
-            used = np.unique(vtiles)
+            used = distinct(vtiles)
             per_tile = b.scalar_per_tile(o, used, origin)
             cols.append(per_tile.syms[np.searchsorted(used, vtiles)])
         elif bcast[i] is not None:

@@ -23,6 +23,7 @@ from kernels.program import VertexGroup
 
 from ..hlo.ir import Computation, Shape
 from ..mapping import reduce_plan as plan
+from ..mapping.arrays import distinct
 from ..mapping.linear import rows_pieces
 from ..mapping.tensor import DTensor
 from . import register_lowering
@@ -111,7 +112,7 @@ def _reduce_stage(b, src: DTensor, column: bool, op: str, out_shape: Shape, init
     cols = [src.syms, out.syms, region_rows, np.full(n, width), row_stride, elem_stride]
     addr_cols = (0, 1)
     if init is not None:
-        used = np.unique(src.tiles)
+        used = distinct(src.tiles)
         local = b.scalar_per_tile(init, used, origin)
         cols.append(local.syms[np.searchsorted(used, src.tiles)])
         addr_cols = (0, 1, 6)
@@ -150,7 +151,7 @@ def _group(b, how: _How, srcs: list[DTensor], dsts: list[DTensor], rec: dict, ti
     ins = [s.element_syms()[rec["in"]] for s in srcs]
     outs = [d.element_syms()[rec["out"]] for d in dsts]
     if inits is not None:
-        used = np.unique(tiles)
+        used = distinct(tiles)
         where = np.searchsorted(used, tiles)
         init_syms = [b.scalar_per_tile(i, used, origin).syms[where] for i in inits]
     else:
@@ -406,7 +407,7 @@ def _generic_stage(b, staged: list[DTensor], column: bool, prog, out_shapes: lis
     k = len(outs)
     addr_cols = tuple(range(4, 4 + 2 * k))
     if inits is not None:
-        used = np.unique(src.tiles)
+        used = distinct(src.tiles)
         for init in inits:
             local = b.scalar_per_tile(init, used, origin)
             cols.append(local.syms[np.searchsorted(used, src.tiles)])

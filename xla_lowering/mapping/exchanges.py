@@ -14,21 +14,55 @@ import numpy as np
 
 from kernels.program import Copy, If, Repeat, Sequence, Switch, While
 
+from .arrays import distinct
 from .tensor import OFFSET_BITS
 
 MAX_NAME = 160
+
+
+class _Touched:
+    """The storage blocks a growing merged copy writes and reads, as flags by block number."""
+
+    def __init__(self):
+        self.written = np.zeros(0, bool)
+        self.read = np.zeros(0, bool)
+        self.marked = []
+
+    def conflicts(self, dst: np.ndarray, src: np.ndarray) -> bool:
+        self._grow(max(int(dst.max()), int(src.max())) + 1)
+        return bool(self.written[dst].any() or self.written[src].any() or self.read[dst].any())
+
+    def add(self, dst: np.ndarray, src: np.ndarray) -> None:
+        self._grow(max(int(dst.max()), int(src.max())) + 1)
+        self.written[dst] = True
+        self.read[src] = True
+        self.marked.append((dst, src))
+
+    def clear(self) -> None:
+        for dst, src in self.marked:
+            self.written[dst] = False
+            self.read[src] = False
+        self.marked = []
+
+    def _grow(self, n: int) -> None:
+        if n > len(self.written):
+            size = max(n, 2 * len(self.written))
+            self.written = np.concatenate([self.written, np.zeros(size - len(self.written), bool)])
+            self.read = np.concatenate([self.read, np.zeros(size - len(self.read), bool)])
 
 
 def merge_exchanges(seq: Sequence) -> int:
     """Merge hazard-free adjacent copies in ``seq`` and every sequence inside it; returns the steps saved."""
     saved = 0
     out = []
-    run = None                # the copy being grown: [copy, written blocks, read blocks, names, rows]
+    run = None                # the copy being grown: [copy, names, rows]
+    touched = _Touched()
 
     def close():
-        if run is not None and len(run[3]) > 1:
-            run[0].rows = np.concatenate(run[4])
-            run[0].name = _merged_name(run[3])
+        if run is not None and len(run[1]) > 1:
+            run[0].rows = np.concatenate(run[2])
+            run[0].name = _merged_name(run[1])
+        touched.clear()
 
     for step in seq.steps:
         if isinstance(step, Repeat):
@@ -44,17 +78,17 @@ def merge_exchanges(seq: Sequence) -> int:
             run = None
             out.append(step)
             continue
-        dst = set((step.rows[:, 0] >> OFFSET_BITS).tolist())
-        src = set((step.rows[:, 1] >> OFFSET_BITS).tolist())
-        if run is not None and not (dst & run[1] or src & run[1] or dst & run[2]):
-            run[1] |= dst
-            run[2] |= src
-            run[3].append(step.name)
-            run[4].append(step.rows)
+        dst = distinct(step.rows[:, 0] >> OFFSET_BITS)
+        src = distinct(step.rows[:, 1] >> OFFSET_BITS)
+        if run is not None and not touched.conflicts(dst, src):
+            touched.add(dst, src)
+            run[1].append(step.name)
+            run[2].append(step.rows)
             saved += 1
             continue
         close()
-        run = [step, dst, src, [step.name], [step.rows]]
+        touched.add(dst, src)
+        run = [step, [step.name], [step.rows]]
         out.append(step)
     close()
     seq.steps[:] = out

@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from .arrays import distinct
+
 MAX_WORK = 1 << 16      # elements one first-stage vertex reduces at most: big regions become several vertices
 FANIN = 64              # source tiles a tree level gathers one output's partials from, at most
 
@@ -164,7 +166,7 @@ def runs(tiles: np.ndarray):
 def is_last_level(owner: np.ndarray, tiles: np.ndarray, fanin: int | None = None) -> bool:
     """Whether every output's partials come from at most ``fanin`` (FANIN) tiles."""
     fanin = fanin or FANIN
-    pairs = np.unique(owner * (int(tiles.max()) + 1) + tiles)
+    pairs = distinct(owner * (int(tiles.max()) + 1) + tiles)
     per_out = np.bincount(pairs // (int(tiles.max()) + 1))
     return int(per_out.max()) <= fanin
 
@@ -175,11 +177,11 @@ def final_tiles(owner: np.ndarray, tiles: np.ndarray, num_outputs: int, rotate: 
     (moved round by ``rotate``, so that successive reductions do not all start at the same tile), so that each
     tile receives about as much as the others and from each source tile one run of consecutive outputs."""
     nt = int(tiles.max()) + 1
-    keys = np.unique(owner * nt + tiles)
+    keys = distinct(owner * nt + tiles)
     o, t = keys // nt, keys % nt                  # sorted by (output, tile)
     k = np.bincount(o, minlength=num_outputs)
     first = np.cumsum(k) - k
-    used = np.unique(tiles)
+    used = distinct(tiles)
     spread = used[((np.arange(num_outputs, dtype=np.int64) * len(used)) // max(num_outputs, 1) + rotate) % len(used)]
     return np.where(k == 1, t[np.minimum(first, len(t) - 1)], spread)
 

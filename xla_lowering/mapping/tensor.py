@@ -15,6 +15,7 @@ import numpy as np
 from kernels.program import COPY_COLUMNS, plain_copy_rows
 
 from .. hlo.ir import Shape
+from .arrays import distinct
 
 try:
     from kernels.codelets import copyplan as _copyplan
@@ -117,7 +118,7 @@ class DTensor:
         return np.repeat(self.tiles, self.counts)
 
     def tiles_used(self) -> np.ndarray:
-        return np.unique(self.tiles)
+        return distinct(self.tiles)
 
     def same_placement(self, other: "DTensor") -> bool:
         """Same tiles for the same element ranges (addresses may differ)."""

@@ -17,7 +17,7 @@ from conftest import examples
 from kernels import serialize
 from kernels.device import get_device
 from kernels.engine import Device, Engine
-from kernels.program import FED, Repeat
+from kernels.program import FED, Copy, If, Repeat, Switch, walk
 from xla_lowering.compiler import CompileOptions, compile_module
 from xla_lowering.hlo.reference import evaluate_module
 from xla_lowering.hlo.text import parse_module
@@ -265,3 +265,122 @@ def test_updated_variables_are_written_back_early():
     update = names.index("update/v")
     assert update < len(names) - 1, names                  # steps of the step's own come after it
     assert any("loss" in n or "reduce" in n for n in names[update + 1:]), names
+
+
+# Gradient accumulation as Keras 3 compiles it: every other step a conditional applies the accumulated gradient to
+# the weight w and its momentum m and resets the accumulator acc; the other steps add the gradient to acc and pass
+# w and m through. The conditional's outputs are the variables' new values.
+ACCUMULATE = """HloModule accumulate, input_output_alias={ {1}: (1, {}, may-alias), {2}: (2, {}, may-alias), {3}: (3, {}, may-alias), {4}: (4, {}, may-alias) }
+
+add {
+  a = f32[] parameter(0)
+  b = f32[] parameter(1)
+  ROOT s = f32[] add(a, b)
+}
+
+apply {
+  t = (f32[64], f32[64], f32[64], f32[64]) parameter(0)
+  g = f32[64] get-tuple-element(t), index=0
+  w = f32[64] get-tuple-element(t), index=1
+  m = f32[64] get-tuple-element(t), index=2
+  acc = f32[64] get-tuple-element(t), index=3
+  sum = f32[64] add(acc, g)
+  half = f32[] constant(0.5)
+  halves = f32[64] broadcast(half), dimensions={}
+  mean = f32[64] multiply(sum, halves)
+  mu = f32[] constant(0.9)
+  mus = f32[64] broadcast(mu), dimensions={}
+  mm = f32[64] multiply(m, mus)
+  m2 = f32[64] subtract(mm, mean)
+  lr = f32[] constant(0.1)
+  lrs = f32[64] broadcast(lr), dimensions={}
+  step = f32[64] multiply(m2, lrs)
+  w2 = f32[64] add(w, step)
+  z = f32[] constant(0)
+  zeros = f32[64] broadcast(z), dimensions={}
+  ROOT r = (f32[64], f32[64], f32[64]) tuple(w2, m2, zeros)
+}
+
+accumulate {
+  t = (f32[64], f32[64], f32[64], f32[64]) parameter(0)
+  g = f32[64] get-tuple-element(t), index=0
+  w = f32[64] get-tuple-element(t), index=1
+  m = f32[64] get-tuple-element(t), index=2
+  acc = f32[64] get-tuple-element(t), index=3
+  acc2 = f32[64] add(acc, g)
+  ROOT r = (f32[64], f32[64], f32[64]) tuple(w, m, acc2)
+}
+
+ENTRY main {
+  x = f32[8,64] parameter(0)
+  w = f32[64] parameter(1)
+  m = f32[64] parameter(2)
+  acc = f32[64] parameter(3)
+  c = s32[] parameter(4)
+  wb = f32[8,64] broadcast(w), dimensions={1}
+  xw = f32[8,64] multiply(x, wb)
+  z = f32[] constant(0)
+  g = f32[64] reduce(xw, z), dimensions={0}, to_apply=add
+  loss = f32[] reduce(xw, z), dimensions={0,1}, to_apply=add
+  one = s32[] constant(1)
+  c2 = s32[] add(c, one)
+  two = s32[] constant(2)
+  rem = s32[] remainder(c2, two)
+  zi = s32[] constant(0)
+  p = pred[] compare(rem, zi), direction=EQ
+  ops = (f32[64], f32[64], f32[64], f32[64]) tuple(g, w, m, acc)
+  u = (f32[64], f32[64], f32[64]) conditional(p, ops, ops), true_computation=apply, false_computation=accumulate
+  w2 = f32[64] get-tuple-element(u), index=0
+  m2 = f32[64] get-tuple-element(u), index=1
+  acc2 = f32[64] get-tuple-element(u), index=2
+  ROOT out = (f32[], f32[64], f32[64], f32[64], s32[]) tuple(loss, w2, m2, acc2, c2)
+}
+"""
+# the step also returns w's value from before the step: w's old storage is read after the conditional
+ACCUMULATE_OLD_W = ACCUMULATE.replace("ROOT out = (f32[], f32[64], f32[64], f32[64], s32[]) tuple(loss, w2, m2, acc2, c2)",
+                                     "ROOT out = (f32[], f32[64], f32[64], f32[64], s32[], f32[64]) "
+                                     "tuple(loss, w2, m2, acc2, c2, w)")
+# the same as an indexed conditional (a Switch): branch 0 applies, branch 1 accumulates
+ACCUMULATE_SWITCH = ACCUMULATE.replace("conditional(p, ops, ops), true_computation=apply, false_computation=accumulate",
+                                       "conditional(rem, ops, ops), branch_computations={apply, accumulate}")
+# the accumulating branch swaps w and m: each result is the storage another output is written into
+ACCUMULATE_SWAP = ACCUMULATE.replace("ROOT r = (f32[64], f32[64], f32[64]) tuple(w, m, acc2)",
+                                     "ROOT r = (f32[64], f32[64], f32[64]) tuple(m, w, acc2)")
+
+
+def _copy_names(seq) -> set:
+    """Names of the copies in ``seq`` and the sequences inside it (merged exchanges split into their parts)."""
+    return {part for s in walk(seq) if isinstance(s, Copy) for part in s.name.split(" + ")}
+
+
+@pytest.mark.parametrize("text, in_place", [(ACCUMULATE, {"w", "m", "acc"}), (ACCUMULATE_SWITCH, {"w", "m", "acc"}),
+                                            (ACCUMULATE_OLD_W, {"m", "acc"}), (ACCUMULATE_SWAP, {"w", "m", "acc"})],
+                         ids=["plain", "switch", "old-w", "swap"])
+@pytest.mark.parametrize("resident", [frozenset(), frozenset({1, 2, 3, 4})], ids=["streamed", "resident"])
+def test_conditional_writes_variables_in_place(text, in_place, resident):
+    # the conditional's outputs are the variables' own storage: each branch writes its results there, no fresh
+    # outputs and no update copies after the conditional; where the old value is read after the conditional (old-w)
+    # that variable keeps today's scheme. Five steps take both branches.
+    rng = np.random.default_rng(5)
+    xs = rng.standard_normal((5, 8, 64)).astype(np.float32)
+    state = {1: rng.standard_normal(64).astype(np.float32), 2: rng.standard_normal(64).astype(np.float32),
+             3: rng.standard_normal(64).astype(np.float32), 4: np.int32(0)}
+    per_step, final = reference(text, {0: xs}, state, 5)
+    exe, outs, kept, _ = run_loop(text, {0: xs}, state, 5, resident)
+    for p in (1, 2, 3):
+        np.testing.assert_allclose(kept[p] if p in resident else outs[p], final[p], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs[0], per_step[-1][0], rtol=1e-5, atol=1e-5)
+    if 5 in outs:
+        np.testing.assert_allclose(outs[5], per_step[-1][5], rtol=1e-6)
+    cond = next(s for s in walk(exe.program) if isinstance(s, (If, Switch)))
+    names = _copy_names(exe.program)
+    updates = {f"update/{v}" for v in ("w", "m", "acc")}
+    assert names & updates == updates - {f"update/{v}" for v in in_place}
+    applied, accumulated = map(_copy_names, cond.branches if isinstance(cond, Switch) else (cond.then_body,
+                                                                                            cond.else_body))
+    assert {f"u/branch0/write/{v}" for v in in_place} <= applied
+    assert ("u/branch0/carry" in applied) == ("w" not in in_place)          # a fresh output only for old-w's w
+    if text == ACCUMULATE_SWAP:
+        assert {"u/branch1/carry_read", "u/branch1/carry"} <= accumulated      # read both, then write both
+    else:
+        assert {n for n in accumulated if "/write/" in n} == {"u/branch1/write/acc"}   # w and m pass through

@@ -13,7 +13,7 @@ from xla_lowering.hlo.ir import Alias, Computation, Instruction, Module, Shape  
 from xla_lowering.hlo.reference import ELEMENTWISE_OPS, evaluate_module  # noqa: E402
 from xla_lowering.hlo.text import parse_module  # noqa: E402
 from xla_lowering.passes import PIPELINE, print_stages, run_pipeline  # noqa: E402
-from xla_lowering.passes import algebraic, cleanup, constant_fold, dce, fusion, verify  # noqa: E402
+from xla_lowering.passes import algebraic, cleanup, constant_fold, dce, fusion, schedule, verify  # noqa: E402
 
 PASSES = dict(PIPELINE)
 
@@ -267,6 +267,29 @@ ENTRY main {
     after = run_pass(dce.run, module)
     assert opcodes(after.entry) == ["parameter", "parameter", "constant", "reduce"]
     assert opcodes(after.entry.root.called["to_apply"]) == ["parameter", "parameter", "add"]
+
+
+# --- schedule --------------------------------------------------------------------------------------
+def test_schedule_moves_fills_to_their_first_user():
+    # a conditional branch that resets accumulators lists its zeros first: each moves to just before its user
+    module = parse_module("""
+HloModule m
+
+ENTRY main {
+  z = f32[] constant(0)
+  zeros = f32[4] broadcast(z), dimensions={}
+  ids = s32[4] iota(), iota_dimension=0
+  p = f32[4] parameter(0)
+  e = f32[4] exponential(p)
+  q = s32[4] parameter(1)
+  n = s32[4] negate(q)
+  s = s32[4] add(n, ids)
+  pb = f32[4] broadcast(e), dimensions={0}
+  ROOT t = (f32[4], s32[4], f32[4], f32[4]) tuple(e, s, zeros, pb)
+}
+""")
+    after = run_pass(schedule.run, module)
+    assert [i.name for i in after.entry.instructions] == ["z", "p", "e", "q", "n", "ids", "s", "pb", "zeros", "t"]
 
 
 # --- verify ----------------------------------------------------------------------------------------
@@ -586,7 +609,7 @@ def test_pipeline_stages_and_trace():
                      module)
     assert [n for n, _ in seen] == [n for n, _ in PIPELINE]
     assert [n for n, _ in PIPELINE] == ["verify-input", "cleanup", "constant-fold", "algebraic", "dce", "fusion",
-                                        "verify"]
+                                        "schedule", "verify"]
     assert all(op == "tuple" for _, op in seen)
     assert after.aliases == [Alias((1,), 1)]
     # maximum+exponential fuse; the softmax divide is one op reading the row sums through a cyclic broadcast: a

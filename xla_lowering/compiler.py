@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.executable import Executable, HostTensor, ResidentTensor
-from kernels.program import FED, Sequence, StreamIn, StreamOut, walk
+from kernels.program import FED, StreamIn, StreamOut
 
 from .errors import UnsupportedOpError
 from .hlo.ir import Module
 from .lower.control import lower_computation  # the per-computation lowering loop (shared with control flow)
-from .mapping.memory import estimate_cycles, mark_used, plan_memory, resolve
+from .lower.writeback import blocks, same_storage, separable, write_early
+from .mapping.memory import estimate_cycles, plan_memory, resolve
 from .mapping.exchanges import merge_exchanges
 from .program import ProgramBuilder
 
@@ -96,8 +97,8 @@ def compile_module(module: Module, device, options: CompileOptions | None = None
         (fed_streams.append if feed else b.add)(stream)
         inputs.append(HostTensor(p.name, p.shape.dtype, tuple(p.shape.dims), feed))
 
-    def lower():
-        return lower_computation(b, entry, args,
+    def lower(dests=None):
+        return lower_computation(b, entry, args, dests=dests,
                                  wrap=lambda items: _progress(items, f"Compiling {module.name} for the IPU",
                                                               options.progress))
 
@@ -113,10 +114,12 @@ def compile_module(module: Module, device, options: CompileOptions | None = None
         with b.repeat(FED) as loop_body:
             for stream in fed_streams:
                 b.add(stream)
-            root_value = lower()
+            # a variable's new value may be computed straight into its storage (a conditional's output: see
+            # xla_lowering/lower/control.py); then there is nothing to update
+            root_value = lower(dests={k: args[param] for param, k in carried.items()})
             flat = list(_flatten(root_value))
-            updates = {param: flat[k] for param, k in carried.items() if not _same_storage(flat[k], args[param])}
-            overwritten = _blocks([args[param] for param in updates])
+            updates = {param: flat[k] for param, k in carried.items() if not same_storage(flat[k], args[param])}
+            overwritten = blocks([args[param] for param in updates])
             early = _early_updates(b, loop_body, updates, args, [t for k, t in enumerate(flat) if k not in carried.values()])
             if options.outfeed:
                 for k, t in enumerate(flat):
@@ -175,55 +178,21 @@ def _rows(t) -> np.ndarray:
 
 
 def _early_updates(b: ProgramBuilder, body, updates: dict, args: list, outputs: list) -> set:
-    """Write updated variables into their parameters' storage as early as possible: right after the last step
-    of the body that touches the parameter or the new value, instead of all at the end of the step, so that the
-    new values (an optimizer's updated weights and slots) are not all live at once. Only for updates whose
-    storage nothing else shares (no output reads the parameter, the new value is no other variable's storage);
-    returns the parameters so written."""
-    param_blocks = {param: _blocks([args[param]]) for param in updates}
-    all_params = set().union(*param_blocks.values()) if param_blocks else set()
-    shared = _blocks(outputs)
-    candidates, claimed = [], set()
-    for param, new in updates.items():
-        nb = _blocks([new])
-        if param_blocks[param] & shared or nb & all_params or nb & claimed:
-            continue
-        claimed |= nb
-        candidates.append((param, new, param_blocks[param], nb))
-    if not candidates:
-        return set()
-    owner = np.full(b.nblocks, -1, np.int64)           # block -> candidate whose parameter or new value it holds
-    for k, (_, _, pb, nb) in enumerate(candidates):
-        owner[list(pb | nb)] = k
-    last = np.full(len(candidates), -1, np.int64)
-    for i, step in enumerate(body.steps):
-        mark_used(walk(Sequence([step])), owner, last, i)
-    after: dict[int, list] = {}
-    for k, (param, new, _, _) in enumerate(candidates):
-        dst, seq = args[param], Sequence()
-        with b.into(seq):
-            b.copy(f"update/{dst.name}", dst.element_syms(), new.element_syms(), dst.itemsize, dst.origin)
-        after.setdefault(int(last[k]), []).extend(seq.steps)
-    steps = list(after.pop(-1, []))
-    for i, step in enumerate(body.steps):
-        steps.append(step)
-        steps.extend(after.pop(i, []))
-    body.steps[:] = steps
-    return {param for param, *_ in candidates}
+    """Write updated variables into their parameters' storage as early as possible (``writeback.write_early``):
+    right after the last step of the body that touches the parameter or the new value, so that the new values (an
+    optimizer's updated weights and slots) are not all live at once. Not for a parameter an output reads (outputs
+    are read at the end of the step); returns the parameters so written."""
+    params = list(updates)
+    jobs = [(args[param], updates[param]) for param in params]
+    picked = separable(jobs, keep=blocks(outputs))
+    write_early(b, body, [jobs[k] for k in picked], "update/")
+    return {params[k] for k in picked}
 
 
-def _same_storage(a, b) -> bool:
-    return len(a.syms) == len(b.syms) and np.array_equal(a.syms, b.syms) and np.array_equal(a.starts, b.starts) \
-        and np.array_equal(a.counts, b.counts)
-
-
-def _blocks(tensors) -> set:
-    return {x for t in tensors for x in (t.syms >> 32).tolist()}
-
-
-def _snapshot(b: ProgramBuilder, t, blocks: set, name: str):
-    """``t``, or a copy of it made now when it lives in any of ``blocks`` (storage about to be overwritten)."""
-    if not blocks or not _blocks([t]) & blocks:
+def _snapshot(b: ProgramBuilder, t, overwritten: set, name: str):
+    """``t``, or a copy of it made now when it lives in any of the ``overwritten`` blocks (storage about to be
+    overwritten)."""
+    if not overwritten or not blocks([t]) & overwritten:
         return t
     out = b.like(t, t.shape, f"{name}/snapshot", "temporary", t.origin)
     b.copy(f"snapshot/{name}", out.element_syms(), t.element_syms(), t.itemsize, t.origin)

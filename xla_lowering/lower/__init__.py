@@ -27,6 +27,7 @@ def register_lowering(*opcodes: str):
 class LowerCtx:
     b: "object"                 # xla_lowering.program.ProgramBuilder
     inst: Instruction
+    dests: dict | None = None   # output leaf -> storage to write it into, in place (``control.lower_computation``)
 
     @property
     def device(self):
@@ -48,11 +49,11 @@ class LowerCtx:
         return UnsupportedOpError(self.inst, detail)
 
 
-def lower_instruction(b, inst: Instruction, operands: list):
+def lower_instruction(b, inst: Instruction, operands: list, dests: dict | None = None):
     rule = RULES.get(inst.opcode)
     if rule is None:
         raise UnsupportedOpError(inst)
-    return rule(LowerCtx(b, inst), *operands)
+    return rule(LowerCtx(b, inst, dests), *operands)
 
 
 def _load_families() -> None:

@@ -18,27 +18,41 @@ root's value. The compiler lowers the entry computation with it; the rules below
   shared by all branches; a pred selects with ``If`` (``branch_0`` is the true branch), an s32 index with
   ``Switch`` (an index out of range runs the last branch, as in XLA).
 
-Liveness needs nothing special: blocks used inside a loop or a branch live for the whole loop or branch step
-(``xla_lowering.mapping.memory``), so state, results and temporaries are never reused by another tensor while
-the loop can still read them.
+Outputs written in place (XLA's buffer assignment gives a conditional's output the buffer of the variable it
+updates): the caller of ``lower_computation`` may name storage that it copies root values into and whose old value
+it reads no more (an infeed loop's variables, ``dests``). When such a root value is (through tuples only) an
+output of a conditional and nothing after the conditional reads that storage, the conditional's output *is* that
+storage: each branch writes its result there as soon as it has read the old value for the last time and computed
+the new one (``writeback.write_early``; a result that is already that storage, a branch that passes the variable
+through, is no copy at all), and the caller's copy disappears. Without this, the old values, every branch's
+results and the outputs (an optimizer's weights, slots and accumulators, three times over) would all be live at
+once. A result that reads storage another output overwrites goes through ``writeback.carry`` (a temporary).
+
+Liveness needs nothing special: blocks used inside a loop live for the whole loop (``xla_lowering.mapping.memory``),
+so state, results and temporaries are never reused by another tensor while the loop can still read them; a
+branch is straight-line code that runs at most once a step, so its temporaries live only from their first use to
+their last.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from kernels.program import Copy, If, Repeat, Sequence, Switch, While
+from kernels.program import If, Repeat, Sequence, Switch, While
 
 from ..errors import DynamicShapeError, LoweringError
-from ..hlo.ir import Computation, Instruction
-from ..mapping.tensor import OFFSET_BITS, DTensor, copy_runs
+from ..hlo.ir import Computation, Instruction, Shape
+from ..mapping.tensor import DTensor, copy_runs
 from . import lower_instruction, register_lowering
+from .writeback import add_copy, blocks, carry, same_storage, separable, write_early
 
 
 # --- computations with bound parameters -----------------------------------------------------------
-def lower_computation(b, comp: Computation, args, wrap=None):
+def lower_computation(b, comp: Computation, args, wrap=None, dests=None):
     """Lower ``comp`` into ``b``'s current sequence with its parameters bound to ``args``; return the root's value.
 
-    ``wrap`` may wrap the instruction list (the compiler's progress bar).
+    ``wrap`` may wrap the instruction list (the compiler's progress bar). ``dests`` (leaf index of the root's value
+    -> DTensor): storage the caller copies those root values into and whose old value it reads no more after
+    ``comp``; a conditional (or call) that computes such a value may write it there in place (module docstring).
     """
     params = comp.parameters
     if len(args) != len(params):
@@ -51,11 +65,62 @@ def lower_computation(b, comp: Computation, args, wrap=None):
                                 f"{'a tuple' if isinstance(arg, tuple) else 'an array'}")
         values[p] = arg
     body = [i for i in comp.instructions if i.opcode != "parameter"]
-    for inst in (wrap(body) if wrap is not None else body):
+    planned = _dests_by_producer(comp, dests) if dests else {}
+    for pos, inst in enumerate(wrap(body) if wrap is not None else body):
         if any(d < 0 for d in inst.shape.dims):
             raise DynamicShapeError(f"{inst.describe()} has a dynamic shape; the IPU needs static shapes")
-        values[inst] = lower_instruction(b, inst, [values[o] for o in inst.operands])
+        ops = [values[o] for o in inst.operands]
+        if inst in planned:
+            values[inst] = lower_instruction(b, inst, ops, _unread_later(planned[inst], inst, body[pos + 1:], values))
+        else:
+            values[inst] = lower_instruction(b, inst, ops)
     return values[comp.root]
+
+
+IN_PLACE_OPS = ("conditional", "call")     # rules that take ``dests`` (LowerCtx.dests)
+
+
+def _leaf_count(shape: Shape) -> int:
+    return sum(_leaf_count(s) for s in shape.tuple_shapes) if shape.is_tuple else 1
+
+
+def _producer(inst: Instruction, leaf: int) -> tuple[Instruction, int]:
+    """The instruction, and the leaf of its value, that leaf ``leaf`` of ``inst``'s value is: through tuple and
+    get-tuple-element, which only pass values on."""
+    while True:
+        if inst.opcode == "tuple":
+            for o in inst.operands:
+                n = _leaf_count(o.shape)
+                if leaf < n:
+                    inst = o
+                    break
+                leaf -= n
+        elif inst.opcode == "get-tuple-element":
+            src = inst.operands[0]
+            leaf += sum(_leaf_count(s) for s in src.shape.tuple_shapes[:inst.attrs["index"]])
+            inst = src
+        else:
+            return inst, leaf
+
+
+def _dests_by_producer(comp: Computation, dests: dict) -> dict[Instruction, dict[int, DTensor]]:
+    """``dests`` by the in-place-capable instruction (and output leaf) that computes each root value."""
+    planned: dict[Instruction, dict[int, DTensor]] = {}
+    for k, dst in sorted(dests.items()):
+        inst, leaf = _producer(comp.root, k)
+        if inst.opcode in IN_PLACE_OPS:
+            planned.setdefault(inst, {}).setdefault(leaf, dst)      # a value returned twice: one storage
+    return planned
+
+
+def _unread_later(dests: dict, inst: Instruction, later: list[Instruction], values: dict) -> dict:
+    """The ``dests`` whose storage no instruction of ``later`` (those after ``inst``) reads. An instruction after
+    ``inst`` reaches storage only through its operands: values computed before ``inst`` (looked at here), ``inst``'s
+    own output (the new values), or values computed after it, which in turn reach storage only through theirs."""
+    after = set(later)
+    read = blocks(t for u in later for o in u.operands if o is not inst and o not in after
+                  for t in leaves(values[o]))
+    return {j: dst for j, dst in dests.items() if not blocks([dst]) & read}
 
 
 def leaves(value) -> list[DTensor]:
@@ -82,16 +147,10 @@ def _copy_rows(dst: DTensor, src: DTensor) -> np.ndarray:
     return copy_runs(dst.element_syms(), src.element_syms(), dst.itemsize)
 
 
-def _add_copy(b, name: str, rows: list[np.ndarray], origin: str) -> None:
-    rows = [r for r in rows if len(r)]
-    if rows:
-        b.add(Copy(name, np.concatenate(rows).astype(np.int64), origin))
-
-
 # --- call --------------------------------------------------------------------------------------------
 @register_lowering("call")
 def lower_call(ctx, *args):
-    return lower_computation(ctx.b, ctx.inst.called["to_apply"], list(args))
+    return lower_computation(ctx.b, ctx.inst.called["to_apply"], list(args), dests=ctx.dests)
 
 
 # --- while -------------------------------------------------------------------------------------------
@@ -107,32 +166,6 @@ def _passthrough_elements(body: Computation) -> set[int]:
         return set()
     return {k for k, o in enumerate(root.operands)
             if o.opcode == "get-tuple-element" and o.operands[0] is p and o.attrs["index"] == k}
-
-
-def _carry(b, state: list[DTensor], results: list[DTensor], name: str, origin: str) -> None:
-    """Copy the body's results into the state tensors, every read before any write."""
-    jobs = []
-    for s, r in zip(state, results):
-        if r is s:
-            continue
-        dst, src = s.element_syms(), r.element_syms()
-        keep = dst != src
-        if keep.any():
-            jobs.append((s, r, keep, dst[keep], src[keep]))
-    if not jobs:
-        return
-    written = np.unique(np.concatenate([d >> OFFSET_BITS for _, _, _, d, _ in jobs]))
-    first, second = [], []
-    for s, r, keep, dst, src in jobs:
-        isz = s.itemsize
-        if np.isin(src >> OFFSET_BITS, written).any():
-            tmp = b.like(r, r.shape, f"{name}/carry_tmp", "temporary", origin).element_syms()[keep]
-            first.append(copy_runs(tmp, src, isz))
-            second.append(copy_runs(dst, tmp, isz))
-        else:
-            second.append(copy_runs(dst, src, isz))
-    _add_copy(b, f"{name}/carry_read", first, origin)
-    _add_copy(b, f"{name}/carry", second, origin)
 
 
 @register_lowering("while")
@@ -151,13 +184,13 @@ def lower_while(ctx, init):
         init_rows += [_copy_rows(d, s) for d, s in zip(leaves(fresh), leaves(v))]
         state_top.append(fresh)
     state = tuple(state_top) if isinstance(init, tuple) else state_top[0]
-    _add_copy(b, f"{name}/init", init_rows, origin)
+    add_copy(b, f"{name}/init", init_rows, origin)
 
     trips = static_trip_count(inst)
     body_seq = Sequence()
     with b.into(body_seq):
         results = lower_computation(b, body, [state])
-        _carry(b, leaves(state), leaves(results), name, origin)
+        carry(b, leaves(state), leaves(results), name, origin)
     if trips is not None:
         b.add(Repeat(trips, body_seq))
         return state
@@ -272,16 +305,19 @@ def lower_conditional(ctx, selector, *operands):
     name, origin = ctx.name, ctx.origin
     if selector.dtype not in ("pred", "s32") or selector.size != 1:
         raise ctx.unsupported(f"a branch selector of type {selector.shape}")
+    dests = ctx.dests or {}
     seqs, results = [], []
     for k, arg in enumerate(operands):
         seq = Sequence()
         with b.into(seq):
-            results.append(lower_computation(b, inst.called[f"branch_{k}"], [arg]))
+            results.append(lower_computation(b, inst.called[f"branch_{k}"], [arg], dests=dests))
         seqs.append(seq)
-    outs = [_fresh_like(b, t, f"{name}/out{j}", origin) for j, t in enumerate(leaves(results[0]))]
+    # an output written in place is a view of its storage, a new tensor: a value cached for the storage's old
+    # contents (a scalar's per-tile copies) is not taken for the new ones
+    outs = [dests[j].view(t.shape) if j in dests else _fresh_like(b, t, f"{name}/out{j}", origin)
+            for j, t in enumerate(leaves(results[0]))]
     for k, (seq, res) in enumerate(zip(seqs, results)):
-        with b.into(seq):
-            _add_copy(b, f"{name}/branch{k}/result", [_copy_rows(o, r) for o, r in zip(outs, leaves(res))], origin)
+        _write_results(b, seq, outs, leaves(res), [j in dests for j in range(len(outs))], f"{name}/branch{k}", origin)
     addr = int(selector.element_syms()[0])
     if selector.dtype == "pred":
         if len(seqs) != 2:
@@ -290,3 +326,17 @@ def lower_conditional(ctx, selector, *operands):
     else:
         b.add(Switch(addr, seqs, name=name))
     return _rebuild(results[0], iter(outs))
+
+
+def _write_results(b, seq: Sequence, outs: list[DTensor], results: list[DTensor], in_place: list[bool], name: str,
+                   origin: str) -> None:
+    """End a branch by writing its results into the conditional's outputs: an output written in place as soon as
+    the branch is done with the old value and the result (when ``separable``); the others (fresh outputs, results
+    that read storage an output overwrites) at the end, every read before any write."""
+    jobs = [(o, r, own) for o, r, own in zip(outs, results, in_place) if not same_storage(o, r)]
+    own = [k for k, job in enumerate(jobs) if job[2]]
+    early = {own[i] for i in separable([jobs[k][:2] for k in own])}
+    late = [job for k, job in enumerate(jobs) if k not in early]
+    with b.into(seq):
+        carry(b, [o for o, _, _ in late], [r for _, r, _ in late], name, origin)
+    write_early(b, seq, [jobs[k][:2] for k in sorted(early)], f"{name}/write/", origin)

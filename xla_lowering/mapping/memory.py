@@ -4,7 +4,11 @@ Every tensor's storage on a tile is a block. A block is live from the first prog
 the last (blocks touched inside a loop stay live for the whole loop; constants and variables always). The infeed
 loop around a whole step (Repeat FED) is the exception: the lowered step writes each of its values before reading
 it, so a block that lives only inside that loop's body is an iteration's own and keeps its own lifetime; only
-blocks that live on before or after the loop stretch over it. On each
+blocks that live on before or after the loop stretch over it. The branches of an ``If`` or ``Switch`` are laid out
+one after the other and need nothing more: one branch runs, once, touching a block only within the block's span
+of that layout, and no branch reads what another writes (every branch writes all the outputs), so blocks whose
+spans do not overlap are never live at once on any path. A branch's temporaries then live from their first use
+to their last, not for the whole conditional (an optimizer's new weights, computed one after the other). On each
 tile, blocks are placed first-fit by offset so that blocks whose lifetimes do not overlap share memory. Tiles
 with the same blocks in the same order (the common case: tensors spread evenly) are planned once.
 """
@@ -42,20 +46,16 @@ def _flatten(seq, out, loops):
             _flatten(step.body, out, loops)
             loops.append((start, len(out) - 1, step.count == FED))
         elif isinstance(step, If):
-            start = len(out)
-            _flatten(step.then_body, out, loops)
+            _flatten(step.then_body, out, loops)          # branches: straight-line code (module docstring)
             _flatten(step.else_body, out, loops)
-            loops.append((start, len(out) - 1, False))    # both branches: treat like a loop (either may run)
         elif isinstance(step, While):
             start = len(out)
             _flatten(step.cond, out, loops)
             _flatten(step.body, out, loops)
             loops.append((start, len(out) - 1, False))    # condition and body run again and again: one loop
         elif isinstance(step, Switch):
-            start = len(out)
             for branch in step.branches:
                 _flatten(branch, out, loops)
-            loops.append((start, len(out) - 1, False))    # any branch may run
 
 
 def _step_syms(step):

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from xla_lowering.hlo.ir import Module
 
-from . import algebraic, cleanup, constant_fold, dce, fusion, verify
+from . import algebraic, cleanup, constant_fold, dce, fusion, schedule, verify
 
 Pass = Callable[[Module], Optional[Module]]
 
@@ -27,7 +27,8 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("constant-fold", constant_fold.run),  # after cleanup: gte(tuple(constant)) is a constant now
     ("algebraic", algebraic.run),  # after folding: x * convert(1) has become x * 1
     ("dce", dce.run),
-    ("fusion", fusion.run),  # last: the other passes see plain instructions
+    ("fusion", fusion.run),  # the other passes see plain instructions
+    ("schedule", schedule.run),  # last: fills just before their users, in the order that fusion left
     ("verify", verify.run),
 ]
 

@@ -303,7 +303,7 @@ def test_index_maps_match_reference(case, reversal, seed):
 def test_patch_boxes_read_the_patches_map(case, reversal, blocks):
     """Every block of the patches, read from its tile's input box at moff[m] + koff[k] (the conv vertex's
     worklists), is the block of the im2col map: padding, holes of the base dilation and blocks padded past M or
-    K read zero."""
+    K read zero. ``Patches.sample`` is the map's first rows and columns."""
     d, fg, bg, (n, c, spatial), (o, i, kernel), win, perms = case
     window = tuple(dict(size=kernel[k], stride=s, pad_low=lo, pad_high=hi, window_dilation=rd, base_dilation=ld,
                         reversal=reversal[k]) for k, (s, (lo, hi), ld, rd) in enumerate(win))
@@ -326,6 +326,8 @@ def test_patch_boxes_read_the_patches_map(case, reversal, blocks):
                                                      indexing="ij"))
     np.testing.assert_array_equal(patches.sample(blocks[0], blocks[1]), A[:1, :blocks[0], :blocks[1]])
     index, start, size, moff, koff = patches.blocks(g, im, ik, Mb, Kb)
+    # boxes are refused when any would be larger than the memory the tile has for it
+    assert (patches.blocks(g, im, ik, Mb, Kb, box_limit=Mb * Kb) is None) == bool((size > Mb * Kb).any())
     for v in range(len(g)):
         box = index[start[v]:start[v] + size[v]]
         pos = moff[v][:, None] + koff[v][None, :]

@@ -13,7 +13,7 @@ from kernels import dtypes
 from kernels.program import Copy, VertexGroup
 
 from ..hlo.ir import Shape
-from ..mapping.matmul_plan import Contiguity, plan_matmul
+from ..mapping.matmul_plan import MEMORY_FRACTION, Contiguity, plan_matmul
 from ..mapping.tensor import DTensor, plain_copy_rows
 from . import register_lowering
 from .popops_reduce import REDUCE_OPS, reduce_rows
@@ -215,7 +215,10 @@ def _stage_patches(b, x: DTensor, patches, p, tiles, t, g, tm, tk, name: str, or
 
     Returns (vertices kept: those of real batch elements, box address, worklist address, box elements)."""
     keep = g < patches.G
-    got = patches.blocks(g[keep], tm[keep], tk[keep], p.Mb, p.Kb, limit=int(keep.sum()) * p.Mb * p.Kb)
+    # a tile's boxes may take what the planner's budget for its blocks leaves over, besides their own blocks' share
+    spare = max(0, int(b.device.usable_tile_memory * MEMORY_FRACTION) - p.bytes_per_tile) // (x.itemsize * p.Bb)
+    got = patches.blocks(g[keep], tm[keep], tk[keep], p.Mb, p.Kb, limit=int(keep.sum()) * p.Mb * p.Kb,
+                         box_limit=p.Mb * p.Kb + spare)
     if got is None:
         return None
     index, start, size, moff, koff = got

@@ -272,13 +272,16 @@ class Patches:
             index += (p // bd) * xs[dn["input_spatial_dimensions"][i]]
         return np.where(valid, index, -1)[None]
 
-    def blocks(self, g: np.ndarray, im: np.ndarray, ik: np.ndarray, Mb: int, Kb: int, limit: int | None = None):
+    def blocks(self, g: np.ndarray, im: np.ndarray, ik: np.ndarray, Mb: int, Kb: int, limit: int | None = None,
+               box_limit: int | None = None):
         """Boxes and worklists of the blocks (g[v], rows im[v]*Mb.., columns ik[v]*Kb..), one per vertex v.
 
         Returns (index, start, size, moff, koff): ``index`` the input element of every box entry of every vertex
         laid end to end (-1: zero), vertex v's box at index[start[v]:start[v] + size[v]]; moff [V, Mb] and
         koff [V, Kb] box offsets (-1 where a block is padded past M or K). None when the boxes would hold
-        ``limit`` elements or more (then im2col blocks are no bigger). Vertices of the same block (tiles that
+        ``limit`` elements or more (then im2col blocks are no bigger), or when a box would hold more than
+        ``box_limit`` elements (what the tile's memory budget leaves for it: a box can be larger than the block
+        it replaces, e.g. a base-dilated input's boxes are mostly holes). Vertices of the same block (tiles that
         differ only in their N part) get copies of one box, worked out once.
         """
         geo, dn = self.geo, self.dn
@@ -305,7 +308,7 @@ class Patches:
             bs[a_out] = bs[a_in] * ext[a_in]
         usize = bs[self.box_order[0]] * ext[self.box_order[0]]
         size = usize[inv]
-        if limit is not None and int(size.sum()) >= limit:
+        if (limit is not None and int(size.sum()) >= limit) or (box_limit is not None and int(usize.max()) > box_limit):
             return None
 
         # worklists: offsets of each row's and each column's part of a box position

@@ -24,8 +24,9 @@ The digits run trains with Adam (learning rate 0.001) by default, and ResNet-50'
 moving statistics with momentum 0.9 (``--bn-momentum``): from scratch on 1,437 small images, SGD with momentum
 does not converge in 20 epochs and Keras' default momentum of 0.99 leaves the statistics that evaluation uses
 hundreds of steps behind. ``--optimizer sgd`` (MLPerf's; the default for synthetic throughput) is there too.
-On the simulated mk2, ResNet-50 training fits at batch 16 with SGD and at batch 8 with Adam (two slots a weight);
-larger batches do not fit yet (the out-of-memory report says where and why).
+On the simulated mk2, ResNet-50 training (32x32) fits at batch 32 with SGD and at batch 16 with Adam (two slots a
+weight); Adam at batch 32 does not fit yet (~706 KB at the busiest tile: the report says where and why), so the
+time-to-accuracy command above needs ``--batch-size 16`` (or ``--tile-memory-kib 720``, a what-if device) for now.
 
 ``--micro-batch-size M``: the device runs M images a step and the optimizer accumulates the gradients of
 batch-size / M steps before it updates the weights (Keras' ``gradient_accumulation_steps``), so the global batch

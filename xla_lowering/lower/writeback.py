@@ -17,6 +17,7 @@ import numpy as np
 
 from kernels.program import Copy, Sequence, walk
 
+from ..mapping.arrays import distinct
 from ..mapping.memory import mark_used
 from ..mapping.tensor import OFFSET_BITS, DTensor, copy_runs
 
@@ -43,7 +44,7 @@ def carry(b, dsts: list[DTensor], srcs: list[DTensor], name: str, origin: str) -
             jobs.append((s, r, keep, dst[keep], src[keep]))
     if not jobs:
         return
-    written = np.unique(np.concatenate([d >> OFFSET_BITS for _, _, _, d, _ in jobs]))
+    written = distinct(np.concatenate([d >> OFFSET_BITS for _, _, _, d, _ in jobs]))
     first, second = [], []
     for s, r, keep, dst, src in jobs:
         isz = s.itemsize

@@ -223,3 +223,20 @@ def run_cli(*args: str):
                     "try:\n    runpy.run_module('tf_ipu.cli', run_name='__main__')\n"
                     "finally:\n    assert 'tensorflow' not in sys.modules\n")
     return run_python(code, *args)
+
+
+def program_node(doc: dict, match):
+    """The first node of an executable file's program (its JSON document, as tests that forge files edit it) for
+    which ``match(node)`` is true, depth first; None when there is none."""
+    def find(node):
+        if isinstance(node, dict):
+            if match(node):
+                return node
+            node = list(node.values())
+        if isinstance(node, list):
+            for x in node:
+                hit = find(x)
+                if hit is not None:
+                    return hit
+        return None
+    return find(doc["program"])

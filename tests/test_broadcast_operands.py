@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import assert_matches_tf, examples, get_strategy, random_array, seeds, tf
+from conftest import assert_matches_tf, examples, get_strategy, program_node, random_array, seeds, tf
 from kernels import dtypes, serialize
 from kernels.codelets import expr as expr_codelet
 from kernels.engine import Engine
@@ -221,30 +221,13 @@ def test_saved_executable_with_broadcast_inputs_runs_the_same(tmp_path):
     assert got_prof.total == want_prof.total
 
 
-def _edit_bcast(doc, edit):
-    """Apply ``edit`` to the first vertex group that has in_bcast (in the document: array references)."""
-    def find(node):
-        if isinstance(node, dict):
-            if node.get("kind") == "vertex_group" and "in_bcast" in node.get("params", {}):
-                return node
-            node = list(node.values())
-        if isinstance(node, list):
-            for x in node:
-                hit = find(x)
-                if hit is not None:
-                    return hit
-        return None
-    edit(find(doc["program"]))
-
-
 def _forge(raw: bytes, array_edit) -> bytes:
     """The file with one vertex group's record array changed in place (a well-formed forgery)."""
     import hashlib
     magic, version, _, jlen, doff, dlen = serialize.HEADER.unpack_from(raw)
     doc = json.loads(raw[serialize.HEADER.size:serialize.HEADER.size + jlen])
-    hit = {}
-    _edit_bcast(doc, lambda g: hit.update(g=g))
-    desc = doc["arrays"][hit["g"]["records"]["$array"]]
+    group = program_node(doc, lambda node: node.get("kind") == "vertex_group" and "in_bcast" in node.get("params", {}))
+    desc = doc["arrays"][group["records"]["$array"]]
     data = bytearray(raw[doff:doff + dlen])
     rec = np.frombuffer(bytes(data[desc["offset"]:desc["offset"] + desc["nbytes"]]), "<i8").reshape(desc["shape"])
     rec = rec.copy()

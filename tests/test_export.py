@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import tf_ipu
-from conftest import NO_TF, TILES, get_strategy, run_cli, run_python, tf
+from conftest import NO_TF, TILES, get_strategy, program_node, run_cli, run_python, tf
 from kernels import serialize
 from kernels.engine import Engine
 from kernels.program import If, Switch, While, walk
@@ -125,18 +125,7 @@ def _rebuild(raw: bytes, edit) -> bytes:
 
 
 def _first(doc, kind):
-    def find(node):
-        if isinstance(node, dict):
-            if node.get("kind") == kind:
-                return node
-            node = list(node.values())
-        if isinstance(node, list):
-            for x in node:
-                hit = find(x)
-                if hit is not None:
-                    return hit
-        return None
-    return find(doc["program"])
+    return program_node(doc, lambda node: node.get("kind") == kind)
 
 
 def _set_kind(doc):

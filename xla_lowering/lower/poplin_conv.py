@@ -266,10 +266,10 @@ class Patches:
         index = (m[0] * xs[dn["input_batch_dimension"]])[:, None] + (k[0] * xs[dn["input_feature_dimension"]])[None]
         valid = np.ones(index.shape, bool)
         for i, w in enumerate(geo["window"]):
-            p = m[1 + i][:, None] * w["stride"] + k[1 + i][None, :] * w["window_dilation"] - w["pad_low"]
-            bd = w["base_dilation"]
-            valid &= (p >= 0) & (p % bd == 0) & (p // bd < self.x_dims[dn["input_spatial_dimensions"][i]])
-            index += (p // bd) * xs[dn["input_spatial_dimensions"][i]]
+            axis = dn["input_spatial_dimensions"][i]
+            q, ok = _taps(geo["OS"][i], geo["KS"][i], self.x_dims[axis], w)
+            valid &= ok[np.ix_(m[1 + i], k[1 + i])]
+            index += q[np.ix_(m[1 + i], k[1 + i])] * xs[axis]
         return np.where(valid, index, -1)[None]
 
     def blocks(self, g: np.ndarray, im: np.ndarray, ik: np.ndarray, Mb: int, Kb: int, limit: int | None = None,

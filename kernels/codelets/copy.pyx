@@ -52,16 +52,10 @@ cdef void copy_rows(uint8_t* base, const int64_t* rows, int64_t lo, int64_t hi) 
             copy_run(base + d, base + s, n)
             continue
         ds, ss = q[4], q[5]
-        if n == 4:               # most strided rows move single f32 / s32 elements
-            for i in range(c):
-                memcpy(base + d, base + s, 4)
-                d += ds
-                s += ss
-        else:
-            for i in range(c):
-                copy_run(base + d, base + s, n)
-                d += ds
-                s += ss
+        for i in range(c):
+            copy_run(base + d, base + s, n)
+            d += ds
+            s += ss
 
 
 def run_copies(uint8_t[::1] mem, const int64_t[:, ::1] rows):
